@@ -1,0 +1,82 @@
+# comfy-sidecar: plain, non-recursive Makefile.
+#   make            build ./comfy-sidecar
+#   make test       every test (unit, emulator, integration); last line "N passed, N failed"
+#   make sanitize   the whole suite again with ASan + UBSan builds
+#   make run        install what is missing, build, start the emulator and the sidecar
+#   make deps       install the Debian packages the build, tests and `make run` need
+#   V=1             show the commands
+
+PKGS    := libevent jansson libcurl libwebsockets
+CC      ?= cc
+OPT     ?= -O2 -g
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wmissing-declarations -Wformat=2 -Wpointer-arith -Wvla -fno-common
+ifeq ($(CI),true)
+WARN    += -Werror
+endif
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lb64 -lpthread -lm
+
+SRC     := src/main.c src/config.c src/log.c src/util.c src/b64.c src/request.c \
+           src/httpc.c src/comfy_ws.c src/job.c src/life.c src/supervisor.c src/api.c
+LIBSRC  := $(filter-out src/main.c,$(SRC))
+UNITSRC := test/unit/unit_main.c test/unit/test_config.c test/unit/test_b64.c \
+           test/unit/test_request.c
+
+BUILD   ?= build/release
+OBJ     := $(SRC:%.c=$(BUILD)/%.o)
+UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/b64.c src/request.c)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+.PHONY: all test unit sanitize run deps clean
+all: comfy-sidecar
+
+comfy-sidecar: $(BUILD)/comfy-sidecar
+	$(Q)cp $< $@
+
+$(BUILD)/comfy-sidecar: $(OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/unit-tests: $(UNITOBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -Isrc -c -o $@ $<
+
+unit: $(BUILD)/unit-tests
+	$(Q)$(BUILD)/unit-tests
+
+test: comfy-sidecar $(BUILD)/unit-tests
+	$(Q)UNIT_BIN=$(BUILD)/unit-tests SIDECAR_BIN=$(CURDIR)/comfy-sidecar bash test/run.sh
+
+# The same suite with AddressSanitizer and UndefinedBehaviorSanitizer: the
+# sidecar under test and the unit tests are the instrumented builds.
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+sanitize:
+	$(Q)$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g $(SAN)" \
+	    LDFLAGS="$(SAN)" build/asan/comfy-sidecar build/asan/unit-tests
+	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    UNIT_BIN=build/asan/unit-tests SIDECAR_BIN=$(CURDIR)/build/asan/comfy-sidecar \
+	    bash test/run.sh
+
+deps:
+	$(Q)bash scripts/install-deps.sh
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory comfy-sidecar
+	$(Q)bash scripts/run-demo.sh
+
+clean:
+	rm -rf build comfy-sidecar
+
+-include $(OBJ:.o=.d) $(UNITOBJ:.o=.d)

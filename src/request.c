@@ -1,0 +1,267 @@
+/* request.c - POST /prompt body parsing and validation (see request.h).
+ *
+ * Owns the rules about what a client may send: the fields we know, the id
+ * alphabet, the graph's shape, and the filename_prefix rewrite that puts the
+ * request id in front of every output file name. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "request.h"
+#include "util.h"
+
+/* Fields comfyui-api accepts that we do not implement yet: refused with a
+ * 400 naming them rather than silently dropped. */
+static const char *const unimplemented[] = {
+    "webhook", "webhook_v2", "convert_output", "s3", "hf_upload",
+    "azure_blob_upload", "http_upload", "credentials", NULL,
+};
+
+static void
+set_err(struct req_error *err, int status, const char *loc, const char *fmt,
+        ...) __attribute__((format(printf, 4, 5)));
+
+static void
+set_err(struct req_error *err, int status, const char *loc, const char *fmt,
+        ...)
+{
+    va_list ap;
+
+    err->status = status;
+    snprintf(err->location, sizeof(err->location), "%s", loc);
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+}
+
+int
+preq_id_valid(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n] != '\0'; n++) {
+        char c = s[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+            return 0;
+        if (n >= REQ_ID_MAX)
+            return 0;
+    }
+    return n > 0;
+}
+
+static int
+all_digits(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s != '\0'; s++)
+        if (*s < '0' || *s > '9')
+            return 0;
+    return 1;
+}
+
+int
+preq_node_cmp(const char *a, const char *b)
+{
+    int da = all_digits(a), db = all_digits(b);
+
+    if (da && db) {
+        size_t la, lb;
+
+        while (*a == '0' && a[1] != '\0')
+            a++;
+        while (*b == '0' && b[1] != '\0')
+            b++;
+        la = strlen(a);
+        lb = strlen(b);
+        if (la != lb)
+            return la < lb ? -1 : 1;
+        return strcmp(a, b);
+    }
+    if (da != db)
+        return da ? -1 : 1;
+    return strcmp(a, b);
+}
+
+/* A prefix may name a subfolder but must stay inside the output folder. */
+static int
+prefix_safe(const char *p)
+{
+    const char *seg = p;
+
+    if (*p == '/' || *p == '\\')
+        return 0;
+    for (;;) {
+        const char *end = seg + strcspn(seg, "/\\");
+        if (end - seg == 2 && seg[0] == '.' && seg[1] == '.')
+            return 0;
+        if (*end == '\0')
+            return 1;
+        seg = end + 1;
+    }
+}
+
+static json_t *
+rewrite_prefix(const char *prefix, const char *id, int prepend)
+{
+    const char *slash = strrchr(prefix, '/');
+    size_t dirlen = slash != NULL ? (size_t)(slash - prefix) + 1 : 0;
+    const char *base = prefix + dirlen;
+    size_t n = dirlen + strlen(id) + 1 + strlen(base) + 1;
+    char *s = xmalloc(n);
+    json_t *v;
+
+    if (prepend && *base != '\0')
+        snprintf(s, n, "%.*s%s_%s", (int)dirlen, prefix, id, base);
+    else
+        snprintf(s, n, "%.*s%s", (int)dirlen, prefix, id);
+    v = json_string(s);
+    free(s);
+    return v;
+}
+
+int
+preq_check_graph(json_t *prompt, const char *id, const struct req_options *opt,
+                 struct req_error *err)
+{
+    const char *node_id;
+    json_t *node;
+    int outputs = 0;
+    char loc[200];
+
+    if (!json_is_object(prompt)) {
+        set_err(err, 400, "prompt", "\"prompt\" must be an object of nodes");
+        return -1;
+    }
+    if (json_object_size(prompt) == 0) {
+        set_err(err, 400, "prompt", "\"prompt\" has no nodes");
+        return -1;
+    }
+    if (opt->max_nodes > 0 && json_object_size(prompt) > opt->max_nodes) {
+        set_err(err, 400, "prompt", "\"prompt\" has %zu nodes, more than the %zu allowed",
+                json_object_size(prompt), opt->max_nodes);
+        return -1;
+    }
+    json_object_foreach(prompt, node_id, node) {
+        json_t *cls, *inputs, *fp;
+
+        snprintf(loc, sizeof(loc), "prompt.%.150s", node_id);
+        if (!json_is_object(node)) {
+            set_err(err, 400, loc, "node \"%.150s\" must be an object", node_id);
+            return -1;
+        }
+        cls = json_object_get(node, "class_type");
+        if (!json_is_string(cls) || json_string_length(cls) == 0) {
+            snprintf(loc, sizeof(loc), "prompt.%.150s.class_type", node_id);
+            set_err(err, 400, loc, "node \"%.150s\" needs a \"class_type\" string",
+                    node_id);
+            return -1;
+        }
+        inputs = json_object_get(node, "inputs");
+        if (inputs == NULL) {
+            /* ComfyUI tolerates a node without inputs only if it needs none;
+             * let it decide, but give it the object it expects. */
+            json_object_set_new(node, "inputs", json_object());
+            inputs = json_object_get(node, "inputs");
+        } else if (!json_is_object(inputs)) {
+            snprintf(loc, sizeof(loc), "prompt.%.150s.inputs", node_id);
+            set_err(err, 400, loc, "\"inputs\" of node \"%.150s\" must be an object",
+                    node_id);
+            return -1;
+        }
+        if (strcmp(json_string_value(cls), "PreviewImage") == 0)
+            outputs++;
+        fp = json_object_get(inputs, "filename_prefix");
+        if (json_is_string(fp)) {
+            const char *p = json_string_value(fp);
+
+            if (!prefix_safe(p)) {
+                snprintf(loc, sizeof(loc), "prompt.%.150s.inputs.filename_prefix",
+                         node_id);
+                set_err(err, 400, loc,
+                        "filename_prefix \"%.100s\" must stay inside the output "
+                        "folder (no leading / and no ..)", p);
+                return -1;
+            }
+            json_object_set_new(inputs, "filename_prefix",
+                                rewrite_prefix(p, id, opt->prepend_filenames));
+            outputs++;
+        }
+    }
+    if (outputs == 0) {
+        set_err(err, 400, "prompt",
+                "Prompt must contain a node with a \"filename_prefix\" input, such "
+                "as \"SaveImage\"");
+        return -1;
+    }
+    return 0;
+}
+
+int
+preq_parse(const char *body, size_t len, const struct req_options *opt,
+           struct prompt_req *out, struct req_error *err)
+{
+    json_error_t jerr;
+    json_t *root = NULL, *v;
+    const char *key;
+    int i, rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        set_err(err, 400, "body", "request body is not valid JSON: %s (line %d, column %d)",
+                jerr.text, jerr.line, jerr.column);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        set_err(err, 400, "body", "request body must be a JSON object");
+        goto out;
+    }
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "prompt") == 0 || strcmp(key, "id") == 0)
+            continue;
+        for (i = 0; unimplemented[i] != NULL; i++)
+            if (strcmp(key, unimplemented[i]) == 0)
+                break;
+        if (unimplemented[i] != NULL)
+            set_err(err, 400, key, "\"%s\" is not supported by this server yet",
+                    key);
+        else
+            set_err(err, 400, key, "unknown field \"%.100s\"", key);
+        /* Report the unknown key even if it is not printable: location is
+         * JSON-escaped when the answer is written. */
+        goto out;
+    }
+    v = json_object_get(root, "id");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_string(v) || !preq_id_valid(json_string_value(v))) {
+            set_err(err, 400, "id",
+                    "\"id\" must be 1 to %d characters of letters, digits, "
+                    "'-', '_' and '.'", REQ_ID_MAX);
+            goto out;
+        }
+        snprintf(out->id, sizeof(out->id), "%s", json_string_value(v));
+    } else {
+        util_uuid4(out->id);
+    }
+    v = json_object_get(root, "prompt");
+    if (v == NULL || json_is_null(v)) {
+        set_err(err, 400, "prompt", "\"prompt\" is required");
+        goto out;
+    }
+    if (preq_check_graph(v, out->id, opt, err) < 0)
+        goto out;
+    out->prompt = json_incref(v);
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+void
+preq_free(struct prompt_req *r)
+{
+    json_decref(r->prompt);
+    r->prompt = NULL;
+}
