@@ -7,7 +7,7 @@ PKGS=(
   build-essential pkg-config
   libevent-dev libjansson-dev libcurl4-openssl-dev libb64-dev libwebsockets-dev libssl-dev
   python3 python3-aiohttp python3-pil
-  curl
+  curl jq
 )
 
 missing=()

@@ -1,0 +1,139 @@
+/* main.c - start-up and tear-down of comfy-sidecar.
+ *
+ * The only file that knows every module: it reads the configuration,
+ * creates the modules in dependency order on one event_base, wires the
+ * websocket handler to the lifecycle, runs the loop, and frees everything
+ * in reverse order so that sanitizer and valgrind runs end with no leaks. */
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "comfy_ws.h"
+#include "config.h"
+#include "httpc.h"
+#include "job.h"
+#include "life.h"
+#include "log.h"
+#include "util.h"
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct life *l = arg;
+
+    (void)what;
+    log_info("received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    life_shutdown(l, 0);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct config cfg;
+    struct event_base *base = NULL;
+    struct httpc *http = NULL;
+    struct jobs *jobs = NULL;
+    struct life *life = NULL;
+    struct ws *ws = NULL;
+    struct api *api = NULL;
+    struct event *sigterm = NULL, *sigint = NULL;
+    struct ws_options wo;
+    char err[512], uuid[37], client_id[33];
+    int i, j, rc = 1;
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            cfg_print_help(stdout, argv[0]);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("comfy-sidecar %s\n", SIDECAR_VERSION);
+            return 0;
+        }
+        fprintf(stderr, "comfy-sidecar: unknown argument \"%s\" (try --help; "
+                        "configuration comes from environment variables)\n",
+                argv[i]);
+        return 2;
+    }
+    if (cfg_load(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "comfy-sidecar: invalid configuration: %s\n", err);
+        return 1;
+    }
+    log_set_level((enum log_level)cfg.log_level);
+    log_hook_libraries();
+    log_info("comfy-sidecar %s starting", SIDECAR_VERSION);
+    cfg_log(&cfg);
+    /* lws ignores SIGPIPE process-wide anyway; say so explicitly. */
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        log_error("curl_global_init failed");
+        goto out_cfg;
+    }
+
+    base = event_base_new();
+    if (base == NULL) {
+        log_error("cannot create the event loop");
+        goto out;
+    }
+    http = httpc_new(base);
+    util_uuid4(uuid);
+    for (i = 0, j = 0; uuid[i] != '\0'; i++)
+        if (uuid[i] != '-')
+            client_id[j++] = uuid[i];
+    client_id[j] = '\0';
+    jobs = jobs_new(base, http, &cfg, client_id);
+    life = life_new(base, &cfg, http, jobs);
+    api = api_new(base, &cfg, jobs, life);
+    if (api_listen(api, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    sigterm = evsignal_new(base, SIGTERM, on_signal, life);
+    sigint = evsignal_new(base, SIGINT, on_signal, life);
+    evsignal_add(sigterm, NULL);
+    evsignal_add(sigint, NULL);
+
+    memset(&wo, 0, sizeof(wo));
+    wo.address = cfg.direct_address;
+    wo.port = cfg.comfy_port;
+    wo.client_id = client_id;
+    ws = ws_start(base, &wo, life_on_ws, life);
+    if (ws == NULL)
+        goto out;
+    life_set_ws(life, ws);
+    if (life_start(life, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+
+    event_base_dispatch(base);
+    rc = life_exit_code(life);
+    log_info("exiting with status %d", rc);
+out:
+    /* Reverse order of creation. Jobs are failed (and answered) before the
+     * HTTP server goes, since their waiters hold its requests. */
+    if (ws != NULL)
+        ws_stop(ws);
+    if (jobs != NULL)
+        jobs_fail_all(jobs, 503, "the server is shutting down");
+    if (sigterm != NULL)
+        event_free(sigterm);
+    if (sigint != NULL)
+        event_free(sigint);
+    api_free(api);
+    life_free(life);
+    jobs_free(jobs);
+    if (http != NULL)
+        httpc_free(http);
+    if (base != NULL)
+        event_base_free(base);
+    curl_global_cleanup();
+    libevent_global_shutdown();
+out_cfg:
+    cfg_free(&cfg);
+    return rc;
+}
