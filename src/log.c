@@ -143,9 +143,9 @@ libevent_log(int severity, const char *msg)
 static void
 lws_log(int level, const char *line)
 {
-    enum log_level l = (level & LLL_ERR)    ? LOG_ERROR
-                       : (level & LLL_WARN) ? LOG_WARN
-                                            : LOG_DEBUG;
+    /* lws warns on every failed reconnect attempt; comfy_ws.c already
+     * reports those once, so its warnings are debug detail here. */
+    enum log_level l = (level & LLL_ERR) ? LOG_WARN : LOG_DEBUG;
     size_t len = strlen(line);
     char buf[512];
 
