@@ -38,7 +38,7 @@ endif
 all: comfy-sidecar
 
 comfy-sidecar: $(BUILD)/comfy-sidecar
-	$(Q)cp $< $@
+	$(Q)cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/comfy-sidecar: $(OBJ)
 	@echo "  LD      $@"

@@ -81,7 +81,8 @@ reply_json(struct evhttp_request *req, int status, json_t *body)
     json_dump_callback(body, dump_to_evbuffer, out, JSON_COMPACT);
     evbuffer_add(out, "\n", 1);
     json_decref(body);
-    evhttp_add_header(h, "Content-Type", "application/json");
+    if (evhttp_find_header(h, "Content-Type") == NULL)
+        evhttp_add_header(h, "Content-Type", "application/json");
     evhttp_send_reply(req, status, reason(status), out);
     evbuffer_free(out);
 }
@@ -92,6 +93,52 @@ reply_error(struct evhttp_request *req, int status, const char *location,
 {
     reply_json(req, status,
                json_pack("{s:s, s:s}", "error", message, "location", location));
+}
+
+/* ---- errors libevent answers by itself ---------------------------------------
+ *
+ * libevent 2.1 answers malformed requests, over-long bodies (413) and
+ * unsupported methods itself, through evhttp_send_error(), with an HTML page,
+ * and offers no hook to change that (evhttp_set_errorcb arrived in 2.2).
+ * Defining the function here takes precedence over libevent's copy for its
+ * internal calls too (the dynamic linker resolves the exported symbol to the
+ * executable first), so every answer of this server is JSON. If a build
+ * ever links libevent in a way that defeats this, the only loss is the HTML
+ * body: the status codes are libevent's either way. */
+static int errors_max_body_mb = 100;
+
+void evhttp_send_error(struct evhttp_request *req, int error,
+                       const char *reason_phrase);
+
+void
+evhttp_send_error(struct evhttp_request *req, int error, const char *reason_phrase)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char msg[200];
+    const char *location = "request";
+
+    switch (error) {
+    case 413:
+        snprintf(msg, sizeof(msg),
+                 "request body is larger than MAX_BODY_SIZE_MB (%d MiB)",
+                 errors_max_body_mb);
+        location = "body";
+        break;
+    case 400:
+        snprintf(msg, sizeof(msg), "malformed HTTP request");
+        break;
+    case 405:
+    case 501:
+        snprintf(msg, sizeof(msg), "method not supported");
+        location = "method";
+        break;
+    default:
+        snprintf(msg, sizeof(msg), "%s",
+                 reason_phrase != NULL ? reason_phrase : reason(error));
+    }
+    /* libevent closes the connection after its own errors; keep that. */
+    evhttp_add_header(h, "Connection", "close");
+    reply_error(req, error, location, msg);
 }
 
 /* ---- /health and /ready ---------------------------------------------------- */
@@ -321,6 +368,7 @@ api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
                                    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_max_body_size(api->http, (ev_ssize_t)cfg->max_body_size_mb << 20);
+    errors_max_body_mb = cfg->max_body_size_mb;
     evhttp_set_max_headers_size(api->http, 64 * 1024);
     evhttp_set_default_content_type(api->http, "application/json");
     evhttp_set_gencb(api->http, on_request, api);

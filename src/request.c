@@ -47,7 +47,9 @@ preq_id_valid(const char *s)
         if (n >= REQ_ID_MAX)
             return 0;
     }
-    return n > 0;
+    /* The id becomes part of file names, and ComfyUI's /view refuses any
+     * name containing "..". */
+    return n > 0 && strstr(s, "..") == NULL;
 }
 
 static int
@@ -84,22 +86,13 @@ preq_node_cmp(const char *a, const char *b)
     return strcmp(a, b);
 }
 
-/* A prefix may name a subfolder but must stay inside the output folder. */
+/* A prefix may name a subfolder but must stay inside the output folder;
+ * and since ComfyUI's /view refuses any name containing "..", such a
+ * prefix would make an image nobody can fetch. */
 static int
 prefix_safe(const char *p)
 {
-    const char *seg = p;
-
-    if (*p == '/' || *p == '\\')
-        return 0;
-    for (;;) {
-        const char *end = seg + strcspn(seg, "/\\");
-        if (end - seg == 2 && seg[0] == '.' && seg[1] == '.')
-            return 0;
-        if (*end == '\0')
-            return 1;
-        seg = end + 1;
-    }
+    return *p != '/' && *p != '\\' && strstr(p, "..") == NULL;
 }
 
 static json_t *
@@ -234,11 +227,11 @@ preq_parse(const char *body, size_t len, const struct req_options *opt,
         goto out;
     }
     v = json_object_get(root, "id");
-    if (v != NULL && !json_is_null(v)) {
+    if (v != NULL) {
         if (!json_is_string(v) || !preq_id_valid(json_string_value(v))) {
             set_err(err, 400, "id",
-                    "\"id\" must be 1 to %d characters of letters, digits, "
-                    "'-', '_' and '.'", REQ_ID_MAX);
+                    "\"id\" must be a string of 1 to %d letters, digits, "
+                    "'-', '_' and '.' (no \"..\")", REQ_ID_MAX);
             goto out;
         }
         snprintf(out->id, sizeof(out->id), "%s", json_string_value(v));
