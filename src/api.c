@@ -1,14 +1,16 @@
 /* api.c - routes and replies (see api.h).
  *
- * Owns the evhttp server and the waiters that tie a client's request to its
- * job. A waiter outlives a client that hangs up (libevent keeps the request
- * until we reply, then frees it), so the job's completion always finds a
- * request to answer and the "one reply per request" rule holds. Success
- * bodies are assembled straight into the output buffer, base64 included,
- * without an intermediate JSON tree for the images. */
-#include <arpa/inet.h>
+ * Owns the evhttp server and the waiters: one per request that outlives its
+ * handler (a synchronous /prompt waiting for its job, a 202 waiting for
+ * ComfyUI to accept, an event stream, a status query fetching images). A
+ * waiter outlives a client that hangs up (libevent keeps the request until
+ * we reply, then frees it), so every request still ends in exactly one
+ * reply. Clients that hang up are noticed by a periodic peek at their
+ * sockets, since libevent 2.1 stops reading a connection while its request
+ * is being answered. */
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -18,32 +20,61 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "api.h"
-#include "b64.h"
 #include "config.h"
 #include "job.h"
 #include "life.h"
 #include "log.h"
+#include "render.h"
 #include "request.h"
 #include "util.h"
+#include "webhook.h"
+
+enum waiter_kind {
+    W_SYNC,   /* POST /prompt answered with the images */
+    W_ACCEPT, /* POST /prompt with a webhook: 202 once ComfyUI accepts */
+    W_SSE,    /* an event stream of a job */
+    W_FETCH,  /* GET /prompt/{id}?images=true fetching the images again */
+    W_CANCEL, /* DELETE /prompt/{id} or POST /interrupt until ComfyUI confirms */
+};
+
+struct waiter {
+    TAILQ_ENTRY(waiter) link;
+    struct api *api;
+    enum waiter_kind kind;
+    struct evhttp_request *req;
+    struct evhttp_connection *conn; /* NULL once the client hung up */
+    struct job *job;
+    struct job_watch *watch;
+    int gone;         /* the client hung up */
+    int sse_started;  /* evhttp_send_reply_start was called */
+    int with_images;  /* SSE: images in `completed` */
+    int with_previews;
+    int owns_job;     /* SSE answering the POST that submitted the job */
+    int interrupt_form; /* W_CANCEL: answer as POST /interrupt does */
+    char *webhook, *webhook_v2; /* W_ACCEPT: where to deliver */
+    json_t *status;   /* W_FETCH: the status document to complete */
+    struct event *defer;
+    char id[REQ_ID_MAX + 1];
+};
+
+TAILQ_HEAD(waiter_list, waiter);
 
 struct api {
     struct event_base *base;
     const struct config *cfg;
     struct jobs *jobs;
     struct life *life;
+    struct hooks *hooks;
     struct evhttp *http;
-};
-
-/* One per synchronous /prompt request waiting on its job. */
-struct waiter {
-    struct api *api;
-    struct evhttp_request *req;
-    struct evhttp_connection *conn; /* NULL once the client hung up */
-    char id[REQ_ID_MAX + 1];
+    struct waiter_list waiters;
+    struct event *peek_timer;
+    struct event *heartbeat_timer;
 };
 
 static const char *
@@ -55,6 +86,7 @@ reason(int status)
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
@@ -65,12 +97,6 @@ reason(int status)
     }
 }
 
-static int
-dump_to_evbuffer(const char *buf, size_t size, void *data)
-{
-    return evbuffer_add(data, buf, size);
-}
-
 /* Send body (stolen) as the reply. */
 static void
 reply_json(struct evhttp_request *req, int status, json_t *body)
@@ -78,7 +104,7 @@ reply_json(struct evhttp_request *req, int status, json_t *body)
     struct evbuffer *out = evbuffer_new();
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 
-    json_dump_callback(body, dump_to_evbuffer, out, JSON_COMPACT);
+    json_dump_callback(body, render_dump_cb, out, JSON_COMPACT);
     evbuffer_add(out, "\n", 1);
     json_decref(body);
     if (evhttp_find_header(h, "Content-Type") == NULL)
@@ -183,7 +209,99 @@ handle_ready(struct api *api, struct evhttp_request *req)
     reply_json(req, ready ? 200 : 503, body);
 }
 
-/* ---- POST /prompt ----------------------------------------------------------- */
+/* ---- waiters ------------------------------------------------------------------ */
+
+static void on_client_close(struct evhttp_connection *conn, void *arg);
+
+static struct waiter *
+waiter_new(struct api *api, enum waiter_kind kind, struct evhttp_request *req,
+           const char *id)
+{
+    struct waiter *w = xcalloc(1, sizeof(*w));
+
+    w->api = api;
+    w->kind = kind;
+    w->req = req;
+    w->conn = evhttp_request_get_connection(req);
+    snprintf(w->id, sizeof(w->id), "%s", id);
+    evhttp_connection_set_closecb(w->conn, on_client_close, w);
+    TAILQ_INSERT_TAIL(&api->waiters, w, link);
+    return w;
+}
+
+/* Before answering: once the reply is on its way libevent may free the
+ * connection, so our close callback must not outlive this point. */
+static void
+waiter_detach(struct waiter *w)
+{
+    if (w->conn != NULL)
+        evhttp_connection_set_closecb(w->conn, NULL, NULL);
+    w->conn = NULL;
+}
+
+/* The request has been answered (or its stream ended): forget it. */
+static void
+waiter_free(struct waiter *w)
+{
+    waiter_detach(w);
+    if (w->watch != NULL)
+        job_unwatch(w->watch);
+    TAILQ_REMOVE(&w->api->waiters, w, link);
+    if (w->defer != NULL)
+        event_free(w->defer);
+    json_decref(w->status);
+    free(w->webhook);
+    free(w->webhook_v2);
+    free(w);
+}
+
+static void
+on_defer_end(evutil_socket_t fd, short what, void *arg)
+{
+    struct waiter *w = arg;
+
+    (void)fd;
+    (void)what;
+    /* An orphaned request is released by ending its reply. */
+    waiter_detach(w);
+    if (w->sse_started)
+        evhttp_send_reply_end(w->req);
+    else
+        evhttp_send_reply(w->req, 499, "Client Closed Request", NULL);
+    waiter_free(w);
+}
+
+/* Finish a waiter whose client is gone, outside of any libevent callback
+ * that might still be using the connection. */
+static void
+waiter_drop_later(struct waiter *w)
+{
+    if (w->defer != NULL)
+        return;
+    if (w->watch != NULL) {
+        job_unwatch(w->watch);
+        w->watch = NULL;
+    }
+    w->defer = evtimer_new(w->api->base, on_defer_end, w);
+    event_active(w->defer, EV_TIMEOUT, 0);
+}
+
+static void
+client_gone(struct waiter *w, const char *how)
+{
+    if (w->gone)
+        return;
+    w->gone = 1;
+    rlog_info(w->id, "client disconnected (%s)", how);
+    /* A stream ends now (its job goes on unless the stream submitted it). */
+    if (w->kind == W_SSE)
+        waiter_drop_later(w);
+    /* A sync waiter still owes its request a reply: the job's end, or the
+     * cancel here, provides it. */
+    if ((w->kind == W_SYNC || (w->kind == W_SSE && w->owns_job)) && w->job != NULL &&
+        !job_finished(w->job) && w->api->cfg->cancel_on_disconnect)
+        job_cancel(w->job, "the client disconnected");
+}
 
 static void
 on_client_close(struct evhttp_connection *conn, void *arg)
@@ -191,79 +309,252 @@ on_client_close(struct evhttp_connection *conn, void *arg)
     struct waiter *w = arg;
 
     (void)conn;
-    /* libevent keeps the request until we reply; the job goes on. */
     w->conn = NULL;
-    rlog_info(w->id, "client disconnected before the answer");
+    client_gone(w, "connection closed");
 }
 
+/* libevent does not read a connection whose request is being answered, so
+ * a client hanging up goes unseen until we write. Peek at the sockets: a
+ * read of 0 bytes means the peer closed. */
 static void
-add_success_body(struct evbuffer *out, const struct job_result *res)
+on_peek(evutil_socket_t fd, short what, void *arg)
 {
-    size_t i;
+    struct api *api = arg;
+    struct waiter *w, *next;
 
-    evbuffer_add_printf(out, "{\"id\":");
-    {
-        json_t *id = json_string(res->id);
-        json_dump_callback(id, dump_to_evbuffer, out, JSON_ENCODE_ANY);
-        json_decref(id);
-    }
-    evbuffer_add(out, ",\"prompt\":", 10);
-    json_dump_callback(res->prompt, dump_to_evbuffer, out, JSON_COMPACT);
-    evbuffer_add(out, ",\"images\":[", 11);
-    for (i = 0; i < res->n_outputs; i++) {
-        const struct job_output *o = &res->outputs[i];
-        size_t n = b64_encoded_len(o->len);
-        struct evbuffer_iovec vec;
+    (void)fd;
+    (void)what;
+    for (w = TAILQ_FIRST(&api->waiters); w != NULL; w = next) {
+        struct bufferevent *bev;
+        evutil_socket_t s;
+        char c;
+        ssize_t r;
 
-        if (i > 0)
-            evbuffer_add(out, ",", 1);
-        evbuffer_add(out, "\"", 1);
-        /* Encode straight into the reply: no copy of the base64 text. */
-        if (n > 0 && evbuffer_reserve_space(out, (ev_ssize_t)n, &vec, 1) == 1) {
-            vec.iov_len = b64_encode(o->data, o->len, vec.iov_base);
-            evbuffer_commit_space(out, &vec, 1);
-        }
-        evbuffer_add(out, "\"", 1);
+        next = TAILQ_NEXT(w, link);
+        if (w->gone || w->conn == NULL)
+            continue;
+        bev = evhttp_connection_get_bufferevent(w->conn);
+        s = bev != NULL ? bufferevent_getfd(bev) : -1;
+        if (s < 0)
+            continue;
+        r = recv(s, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            client_gone(w, "peer closed");
     }
-    evbuffer_add(out, "],\"filenames\":[", 15);
-    for (i = 0; i < res->n_outputs; i++) {
-        const struct job_output *o = &res->outputs[i];
-        char *name;
-        json_t *s;
-        size_t len = strlen(o->subfolder) + strlen(o->filename) + 2;
+}
 
-        name = xmalloc(len);
-        if (o->subfolder[0] != '\0')
-            snprintf(name, len, "%s/%s", o->subfolder, o->filename);
-        else
-            snprintf(name, len, "%s", o->filename);
-        s = json_string(name);
-        free(name);
-        if (i > 0)
-            evbuffer_add(out, ",", 1);
-        json_dump_callback(s, dump_to_evbuffer, out, JSON_ENCODE_ANY);
-        json_decref(s);
-    }
-    evbuffer_add(out, "],\"stats\":", 10);
-    json_dump_callback(res->stats, dump_to_evbuffer, out, JSON_COMPACT);
-    evbuffer_add(out, "}\n", 2);
+/* ---- event streams ------------------------------------------------------------- */
+
+static void
+sse_send(struct waiter *w, const char *event, struct evbuffer *data)
+{
+    struct evbuffer *out;
+
+    if (w->gone)
+        return;
+    out = evbuffer_new();
+    evbuffer_add_printf(out, "event: %s\ndata: ", event);
+    evbuffer_add_buffer(out, data);
+    evbuffer_add(out, "\n\n", 2);
+    evhttp_send_reply_chunk(w->req, out);
+    evbuffer_free(out);
 }
 
 static void
-on_job_done(const struct job_result *res, void *arg)
+sse_send_json(struct waiter *w, const char *event, json_t *obj)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    json_object_set_new(obj, "id", json_string(w->id));
+    json_dump_callback(obj, render_dump_cb, b, JSON_COMPACT);
+    json_decref(obj);
+    sse_send(w, event, b);
+    evbuffer_free(b);
+}
+
+static void
+sse_start(struct waiter *w)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(w->req);
+
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-cache");
+    evhttp_add_header(h, "X-Accel-Buffering", "no");
+    evhttp_send_reply_start(w->req, 200, "OK");
+    w->sse_started = 1;
+}
+
+/* The final event of a stream, then its end. */
+static void
+sse_final(struct waiter *w, const struct job_result *res)
+{
+    if (res->status == 200) {
+        struct evbuffer *b = evbuffer_new();
+        render_result(b, res, NULL, 0, w->with_images && res->outputs != NULL &&
+                                           res->n_outputs > 0 && res->outputs[0].data != NULL,
+                      NULL, 0);
+        sse_send(w, "completed", b);
+        evbuffer_free(b);
+    } else if (res->status == 409) {
+        sse_send_json(w, "cancelled", json_pack("{s:O}", "error", res->error));
+    } else {
+        sse_send_json(w, "failed",
+                      json_pack("{s:i, s:O}", "http_status", res->status, "error", res->error));
+    }
+    waiter_detach(w);
+    evhttp_send_reply_end(w->req);
+    waiter_free(w);
+}
+
+static void
+on_sse_fetched(const struct job_output *outs, size_t n, const char *error, void *arg)
 {
     struct waiter *w = arg;
+    const struct job_result *res = job_last_result(w->job);
+
+    if (error != NULL || res == NULL) {
+        sse_send_json(w, "failed",
+                      json_pack("{s:i, s:{s:s, s:s}}", "http_status", 502, "error", "error",
+                                error != NULL ? error : "the job is gone", "location",
+                                "comfyui"));
+    } else {
+        struct evbuffer *b = evbuffer_new();
+        render_result(b, res, NULL, 0, 1, outs, n);
+        sse_send(w, "completed", b);
+        evbuffer_free(b);
+    }
+    waiter_detach(w);
+    evhttp_send_reply_end(w->req);
+    waiter_free(w);
+}
+
+static void
+on_sse_event(struct job *job, enum job_event ev, const void *data, void *arg)
+{
+    struct waiter *w = arg;
+
+    (void)job;
+    switch (ev) {
+    case JE_QUEUED:
+        sse_send_json(w, "queued", json_pack("{s:i}", "position", *(const int *)data));
+        break;
+    case JE_STARTED:
+        sse_send_json(w, "started", json_object());
+        break;
+    case JE_PROGRESS: {
+        const struct job_progress *p = data;
+        sse_send_json(w, "progress", json_pack("{s:s?, s:i, s:i, s:f}", "node", p->node,
+                                               "value", p->value, "max", p->max,
+                                               "overall", p->overall));
+        break;
+    }
+    case JE_PREVIEW: {
+        const struct job_preview *p = data;
+        struct evbuffer *b;
+
+        if (!w->with_previews || w->gone)
+            break;
+        b = evbuffer_new();
+        evbuffer_add_printf(b, "{\"id\":\"%s\",\"mime\":\"%s\",\"node\":", w->id, p->mime);
+        if (p->node != NULL) {
+            json_t *n = json_string(p->node);
+            json_dump_callback(n, render_dump_cb, b, JSON_ENCODE_ANY);
+            json_decref(n);
+        } else {
+            evbuffer_add(b, "null", 4);
+        }
+        evbuffer_add(b, ",\"image\":", 9);
+        render_b64_string(b, p->data, p->len);
+        evbuffer_add(b, "}", 1);
+        sse_send(w, "preview", b);
+        evbuffer_free(b);
+        break;
+    }
+    case JE_DONE:
+        sse_final(w, data);
+        break;
+    }
+}
+
+static void
+on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    struct api *api = arg;
+    struct waiter *w;
+
+    (void)fd;
+    (void)what;
+    TAILQ_FOREACH(w, &api->waiters, link) {
+        if (w->kind == W_SSE && w->sse_started && !w->gone) {
+            struct evbuffer *b = evbuffer_new();
+            evbuffer_add(b, ": heartbeat\n\n", 13);
+            evhttp_send_reply_chunk(w->req, b);
+            evbuffer_free(b);
+        }
+    }
+}
+
+/* Stream a job's events: what happened so far, then what happens next. */
+static struct waiter *
+start_stream(struct api *api, struct evhttp_request *req, struct job *job,
+             int images, int previews)
+{
+    struct waiter *w = waiter_new(api, W_SSE, req, job_id(job));
+    const struct job_result *res = job_last_result(job);
+
+    w->job = job;
+    w->with_images = images;
+    w->with_previews = previews;
+    sse_start(w);
+    if (res != NULL) {
+        if (images && res->status == 200 && res->n_outputs > 0) {
+            /* Images are not kept after the end: fetch them again. */
+            job_fetch_outputs(api->jobs, job, on_sse_fetched, w);
+            return NULL;
+        }
+        sse_final(w, res);
+        return NULL;
+    }
+    /* Late subscribers first hear where the job is now. */
+    {
+        json_t *st = job_status_json(job);
+        json_t *pos = json_object_get(st, "queue_position");
+        json_t *prog = json_object_get(st, "progress");
+
+        if (job_get_status(job) == JOB_QUEUED && json_is_integer(pos))
+            sse_send_json(w, "queued", json_pack("{s:O}", "position", pos));
+        if (job_get_status(job) == JOB_RUNNING) {
+            sse_send_json(w, "started", json_object());
+            if (json_is_object(prog) && json_is_string(json_object_get(prog, "node")))
+                sse_send_json(w, "progress", json_deep_copy(prog));
+        }
+        json_decref(st);
+    }
+    w->watch = job_watch(job, on_sse_event, w);
+    return w;
+}
+
+/* ---- POST /prompt ----------------------------------------------------------- */
+
+static void
+on_sync_event(struct job *job, enum job_event ev, const void *data, void *arg)
+{
+    struct waiter *w = arg;
+    const struct job_result *res = data;
     struct evhttp_request *req = w->req;
 
-    if (w->conn != NULL)
-        evhttp_connection_set_closecb(w->conn, NULL, NULL);
-    if (w->conn == NULL) {
+    (void)job;
+    if (ev != JE_DONE)
+        return;
+    waiter_detach(w);
+    if (w->gone) {
         /* Nobody is listening; the reply only releases the request. */
         evhttp_send_reply(req, res->status, reason(res->status), NULL);
     } else if (res->status == 200) {
         struct evbuffer *out = evbuffer_new();
 
-        add_success_body(out, res);
+        render_result(out, res, NULL, 1, 1, NULL, 0);
+        evbuffer_add(out, "\n", 1);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                           "application/json");
         evhttp_send_reply(req, 200, "OK", out);
@@ -274,7 +565,111 @@ on_job_done(const struct job_result *res, void *arg)
                               "Retry-After", "5");
         reply_json(req, res->status, json_incref(res->error));
     }
-    free(w);
+    waiter_free(w);
+}
+
+/* With a webhook: answer 202 once ComfyUI has accepted the graph, and hand
+ * the rest to the webhook. Errors before that are answered directly. */
+static void
+on_accept_event(struct job *job, enum job_event ev, const void *data, void *arg)
+{
+    struct waiter *w = arg;
+    struct api *api = w->api;
+
+    if (ev == JE_QUEUED) {
+        waiter_detach(w);
+        if (w->webhook_v2 != NULL)
+            hook_start(api->hooks, job, 1, w->webhook_v2);
+        else
+            hook_start(api->hooks, job, 0, w->webhook);
+        if (w->gone)
+            evhttp_send_reply(w->req, 202, "Accepted", NULL);
+        else
+            reply_json(w->req, 202,
+                       json_pack("{s:s, s:s, s:O}", "id", w->id, "status", "ok",
+                                 "prompt", json_object_get(w->status, "prompt")));
+        job_unwatch(w->watch);
+        w->watch = NULL;
+        waiter_free(w);
+        return;
+    }
+    if (ev == JE_DONE) {
+        const struct job_result *res = data;
+        waiter_detach(w);
+        if (w->gone)
+            evhttp_send_reply(w->req, res->status, reason(res->status), NULL);
+        else {
+            if (res->status == 503)
+                evhttp_add_header(evhttp_request_get_output_headers(w->req),
+                                  "Retry-After", "5");
+            reply_json(w->req, res->status, json_incref(res->error));
+        }
+        waiter_free(w);
+    }
+}
+
+static int
+wants_sse(struct evhttp_request *req)
+{
+    const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+
+    return a != NULL && strcasestr(a, "text/event-stream") != NULL;
+}
+
+/* Submit a checked graph and arrange the answer: synchronous images, a 202
+ * for webhooks, or an event stream. Takes nothing; copies what it keeps. */
+void api_run_job(struct api *api, struct evhttp_request *req, const char *id,
+                 json_t *prompt, json_t *input, const char *webhook,
+                 const char *webhook_v2, double t0);
+
+void
+api_run_job(struct api *api, struct evhttp_request *req, const char *id,
+            json_t *prompt, json_t *input, const char *webhook,
+            const char *webhook_v2, double t0)
+{
+    struct job *job;
+    struct waiter *w;
+    int retry, conflict;
+
+    if (!life_accepting(api->life, &retry)) {
+        char ra[16];
+
+        if (retry > 0) {
+            snprintf(ra, sizeof(ra), "%d", retry);
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+        }
+        reply_error(req, 503, "comfyui",
+                    retry > 0 ? "ComfyUI is not running yet (starting or restarting); retry later"
+                              : "the server is shutting down");
+        return;
+    }
+    job = job_submit(api->jobs, id, prompt, input, t0, &conflict);
+    if (job == NULL) {
+        reply_json(req, 409,
+                   json_pack("{s:s, s:s, s:s}", "error",
+                             "a job with this id is still in flight; use another id",
+                             "location", "id", "error_type", "id_in_use"));
+        return;
+    }
+    if (webhook != NULL || webhook_v2 != NULL) {
+        w = waiter_new(api, W_ACCEPT, req, id);
+        w->job = job;
+        w->webhook = webhook != NULL ? xstrdup(webhook) : NULL;
+        w->webhook_v2 = webhook_v2 != NULL ? xstrdup(webhook_v2) : NULL;
+        w->status = json_pack("{s:O}", "prompt", prompt);
+        w->watch = job_watch(job, on_accept_event, w);
+    } else if (wants_sse(req)) {
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        const char *q = evhttp_uri_get_query(uri);
+        int previews = q != NULL && strstr(q, "previews=true") != NULL;
+        w = start_stream(api, req, job, 1, previews);
+        if (w != NULL)
+            w->owns_job = 1;
+    } else {
+        w = waiter_new(api, W_SYNC, req, id);
+        w->job = job;
+        w->watch = job_watch(job, on_sync_event, w);
+    }
 }
 
 static void
@@ -286,9 +681,7 @@ handle_prompt(struct api *api, struct evhttp_request *req)
     struct req_options opt;
     struct prompt_req pr;
     struct req_error err;
-    struct waiter *w;
     double t0 = util_mono_ms();
-    int retry;
 
     memset(&opt, 0, sizeof(opt));
     opt.prepend_filenames = api->cfg->prepend_filenames;
@@ -296,28 +689,191 @@ handle_prompt(struct api *api, struct evhttp_request *req)
         reply_error(req, err.status, err.location, err.message);
         return;
     }
-    if (!life_accepting(api->life, &retry)) {
-        char ra[16];
+    api_run_job(api, req, pr.id, pr.prompt, NULL, pr.webhook, pr.webhook_v2, t0);
+    preq_free(&pr);
+}
 
-        if (retry > 0) {
-            snprintf(ra, sizeof(ra), "%d", retry);
-            evhttp_add_header(evhttp_request_get_output_headers(req),
-                              "Retry-After", ra);
+/* ---- GET/DELETE /prompt/{id}, /events, POST /interrupt ------------------------ */
+
+static int
+query_flag(struct evhttp_request *req, const char *name)
+{
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq kv;
+    const char *v;
+    int on = 0;
+
+    if (q == NULL)
+        return 0;
+    TAILQ_INIT(&kv);
+    if (evhttp_parse_query_str(q, &kv) == 0) {
+        v = evhttp_find_header(&kv, name);
+        on = v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+    }
+    evhttp_clear_headers(&kv);
+    return on;
+}
+
+static void
+on_fetched(const struct job_output *outs, size_t n, const char *error, void *arg)
+{
+    struct waiter *w = arg;
+
+    waiter_detach(w);
+    if (w->gone) {
+        evhttp_send_reply(w->req, 499, "Client Closed Request", NULL);
+    } else if (error != NULL) {
+        reply_error(w->req, 502, "comfyui", error);
+    } else {
+        json_t *images = json_array();
+        struct evbuffer *b = evbuffer_new();
+        size_t i;
+
+        /* Not the hot path: a JSON tree is fine here. */
+        for (i = 0; i < n; i++) {
+            size_t len;
+            char *s;
+            render_b64_string(b, outs[i].data, outs[i].len);
+            len = evbuffer_get_length(b);
+            s = xmalloc(len);
+            evbuffer_remove(b, s, len);
+            json_array_append_new(images, json_stringn(s + 1, len - 2));
+            free(s);
         }
-        reply_error(req, 503, "comfyui",
-                    retry > 0 ? "ComfyUI is not running yet (starting or restarting); retry later"
-                              : "the server is shutting down");
-        preq_free(&pr);
+        evbuffer_free(b);
+        json_object_set_new(w->status, "images", images);
+        reply_json(w->req, 200, json_incref(w->status));
+    }
+    waiter_free(w);
+}
+
+static void
+handle_job_get(struct api *api, struct evhttp_request *req, struct job *job)
+{
+    json_t *st = job_status_json(job);
+
+    if (query_flag(req, "images") && job_get_status(job) == JOB_COMPLETED) {
+        struct waiter *w = waiter_new(api, W_FETCH, req, job_id(job));
+        w->status = st;
+        job_fetch_outputs(api->jobs, job, on_fetched, w);
         return;
     }
-    w = xcalloc(1, sizeof(*w));
-    w->api = api;
-    w->req = req;
-    w->conn = evhttp_request_get_connection(req);
-    snprintf(w->id, sizeof(w->id), "%s", pr.id);
-    evhttp_connection_set_closecb(w->conn, on_client_close, w);
-    job_submit(api->jobs, pr.id, pr.prompt, t0, on_job_done, w);
-    preq_free(&pr);
+    reply_json(req, 200, st);
+}
+
+static void
+reply_cancelled(struct waiter *w, struct job *job)
+{
+    waiter_detach(w);
+    if (w->gone)
+        evhttp_send_reply(w->req, 499, "Client Closed Request", NULL);
+    else if (w->interrupt_form)
+        reply_json(w->req, 200,
+                   json_pack("{s:s, s:s}", "id", w->id, "interrupted", "success"));
+    else
+        reply_json(w->req, 200, job_status_json(job));
+}
+
+static void
+on_cancel_event(struct job *job, enum job_event ev, const void *data, void *arg)
+{
+    struct waiter *w = arg;
+
+    (void)data;
+    if (ev != JE_DONE)
+        return;
+    reply_cancelled(w, job);
+    waiter_free(w);
+}
+
+/* Cancel, and answer once ComfyUI has confirmed (the job's JE_DONE). */
+static void
+cancel_and_reply(struct api *api, struct evhttp_request *req, struct job *job,
+                 int interrupt_form, const char *why)
+{
+    struct waiter *w = waiter_new(api, W_CANCEL, req, job_id(job));
+
+    w->interrupt_form = interrupt_form;
+    w->job = job;
+    w->watch = job_watch(job, on_cancel_event, w);
+    job_cancel(job, why);
+    /* job_cancel may have finished it already (nothing to tell ComfyUI). */
+}
+
+static void
+handle_job_delete(struct api *api, struct evhttp_request *req, struct job *job)
+{
+    if (job_finished(job)) {
+        reply_json(req, 409,
+                   json_pack("{s:s, s:s, s:o}", "error", "the job has already finished",
+                             "location", "id", "job", job_status_json(job)));
+        return;
+    }
+    cancel_and_reply(api, req, job, 0, "cancelled by DELETE /prompt/{id}");
+}
+
+static void
+handle_interrupt(struct api *api, struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    json_t *root = json_loadb(len > 0 ? (const char *)evbuffer_pullup(in, -1) : "", len, 0, NULL);
+    const char *id = json_string_value(json_object_get(root, "id"));
+    struct job *job;
+
+    if (id == NULL) {
+        reply_error(req, 400, "id", "body must be {\"id\": \"<request id>\"}");
+        goto out;
+    }
+    job = jobs_find(api->jobs, id);
+    if (job == NULL || job_finished(job)) {
+        reply_json(req, 404, json_pack("{s:s, s:s}", "id", id, "interrupted", "failed"));
+        goto out;
+    }
+    cancel_and_reply(api, req, job, 1, "cancelled by POST /interrupt");
+out:
+    json_decref(root);
+}
+
+/* /prompt/{id} and /prompt/{id}/events */
+static void
+handle_job_route(struct api *api, struct evhttp_request *req, const char *rest)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    char id[REQ_ID_MAX + 1];
+    size_t n = strcspn(rest, "/");
+    int events = 0;
+    struct job *job;
+
+    if (n == 0 || n > REQ_ID_MAX) {
+        reply_error(req, 404, "path", "no such job");
+        return;
+    }
+    memcpy(id, rest, n);
+    id[n] = '\0';
+    if (strcmp(rest + n, "/events") == 0)
+        events = 1;
+    else if (rest[n] != '\0') {
+        reply_error(req, 404, "path", "no such route");
+        return;
+    }
+    if (!preq_id_valid(id) || (job = jobs_find(api->jobs, id)) == NULL) {
+        char msg[REQ_ID_MAX + 40];
+        snprintf(msg, sizeof(msg), "no job with id \"%s\"", preq_id_valid(id) ? id : "?");
+        reply_error(req, 404, "id", msg);
+        return;
+    }
+    if (events && m == EVHTTP_REQ_GET)
+        start_stream(api, req, job, query_flag(req, "images"), query_flag(req, "previews"));
+    else if (!events && (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD))
+        handle_job_get(api, req, job);
+    else if (!events && m == EVHTTP_REQ_DELETE)
+        handle_job_delete(api, req, job);
+    else {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                          events ? "GET" : "GET, HEAD, DELETE");
+        reply_error(req, 405, "method", "method not allowed on this route");
+    }
 }
 
 /* ---- routing ----------------------------------------------------------------- */
@@ -330,38 +886,57 @@ on_request(struct evhttp_request *req, void *arg)
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     int get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
+    const char *allow = NULL;
     char msg[300], esc[200];
 
     if (path == NULL || *path == '\0')
         path = "/";
-    if (strcmp(path, "/health") == 0 && get) {
-        handle_health(api, req);
-    } else if (strcmp(path, "/ready") == 0 && get) {
-        handle_ready(api, req);
-    } else if (strcmp(path, "/prompt") == 0 && m == EVHTTP_REQ_POST) {
-        handle_prompt(api, req);
-    } else if (strcmp(path, "/health") == 0 || strcmp(path, "/ready") == 0 ||
-               strcmp(path, "/prompt") == 0) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                          strcmp(path, "/prompt") == 0 ? "POST" : "GET, HEAD");
-        reply_error(req, 405, "method", "method not allowed on this route");
+    if (strcmp(path, "/health") == 0) {
+        if (get)
+            handle_health(api, req);
+        else
+            allow = "GET, HEAD";
+    } else if (strcmp(path, "/ready") == 0) {
+        if (get)
+            handle_ready(api, req);
+        else
+            allow = "GET, HEAD";
+    } else if (strcmp(path, "/prompt") == 0) {
+        if (m == EVHTTP_REQ_POST)
+            handle_prompt(api, req);
+        else
+            allow = "POST";
+    } else if (strcmp(path, "/interrupt") == 0) {
+        if (m == EVHTTP_REQ_POST)
+            handle_interrupt(api, req);
+        else
+            allow = "POST";
+    } else if (strncmp(path, "/prompt/", 8) == 0) {
+        handle_job_route(api, req, path + 8);
     } else {
         snprintf(msg, sizeof(msg), "no route %s",
                  log_escape(esc, sizeof(esc), path, strlen(path)));
         reply_error(req, 404, "path", msg);
     }
+    if (allow != NULL) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+        reply_error(req, 405, "method", "method not allowed on this route");
+    }
 }
 
 struct api *
 api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
-        struct life *life)
+        struct life *life, struct hooks *hooks)
 {
     struct api *api = xcalloc(1, sizeof(*api));
+    struct timeval one = {1, 0}, hb = {cfg->sse_heartbeat_s, 0};
 
     api->base = base;
     api->cfg = cfg;
     api->jobs = jobs;
     api->life = life;
+    api->hooks = hooks;
+    TAILQ_INIT(&api->waiters);
     api->http = evhttp_new(base);
     evhttp_set_allowed_methods(api->http,
                                EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
@@ -372,6 +947,10 @@ api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
     evhttp_set_max_headers_size(api->http, 64 * 1024);
     evhttp_set_default_content_type(api->http, "application/json");
     evhttp_set_gencb(api->http, on_request, api);
+    api->peek_timer = event_new(base, -1, EV_PERSIST, on_peek, api);
+    event_add(api->peek_timer, &one);
+    api->heartbeat_timer = event_new(base, -1, EV_PERSIST, on_heartbeat, api);
+    event_add(api->heartbeat_timer, &hb);
     return api;
 }
 
@@ -429,8 +1008,22 @@ api_listen(struct api *api, char *err, size_t errlen)
 void
 api_free(struct api *api)
 {
+    struct waiter *w;
+
     if (api == NULL)
         return;
+    /* Jobs were failed before this (their waiters answered); what is left
+     * are streams and fetches, which end here. */
+    while ((w = TAILQ_FIRST(&api->waiters)) != NULL) {
+        waiter_detach(w);
+        if (w->sse_started)
+            evhttp_send_reply_end(w->req);
+        else
+            reply_error(w->req, 503, "server", "the server is shutting down");
+        waiter_free(w);
+    }
+    event_free(api->peek_timer);
+    event_free(api->heartbeat_timer);
     evhttp_free(api->http);
     free(api);
 }

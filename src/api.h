@@ -11,8 +11,10 @@ struct jobs;
 struct life;
 struct api;
 
+struct hooks;
+
 struct api *api_new(struct event_base *base, const struct config *cfg,
-                    struct jobs *jobs, struct life *life);
+                    struct jobs *jobs, struct life *life, struct hooks *hooks);
 
 /* Bind HOST:PORT and start accepting. -1 with a reason in err. */
 int api_listen(struct api *api, char *err, size_t errlen);

@@ -28,6 +28,15 @@ struct config {
     int reconcile_interval_ms;
     int max_output_mb;
     int comfy_stop_timeout_s;
+    char *webhook_secret;
+    int webhook_retries;
+    int webhook_timeout_s;
+    int webhook_max_total_s;
+    int webhook_backoff_ms;
+    int job_history_max;
+    int job_history_ttl_s;
+    int cancel_on_disconnect;
+    int sse_heartbeat_s;
 };
 
 /* Fill cfg from the environment (getenv), applying defaults and validating

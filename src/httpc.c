@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "httpc.h"
 #include "log.h"
@@ -37,6 +38,7 @@ struct httpc_call {
     size_t body_cap; /* usable bytes, not counting the NUL */
     size_t max_body;
     int too_big;
+    long retry_after; /* seconds from a Retry-After header, -1 if none */
     char errbuf[CURL_ERROR_SIZE];
     struct httpc_call *prev, *next;
 };
@@ -141,6 +143,32 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
+/* Only Retry-After is wanted from the response headers (429 and 503
+ * answers to webhooks); its HTTP-date form is rare and treated as absent. */
+static size_t
+header_cb(char *line, size_t size, size_t n, void *arg)
+{
+    struct httpc_call *c = arg;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+
+    if (len > sizeof(name) - 1 && strncasecmp(line, name, sizeof(name) - 1) == 0) {
+        char buf[32];
+        size_t i = sizeof(name) - 1, k = 0;
+        char *end;
+        long v;
+
+        while (i < len && (line[i] == ' ' || line[i] == '\t'))
+            i++;
+        while (i < len && k < sizeof(buf) - 1 && line[i] >= '0' && line[i] <= '9')
+            buf[k++] = line[i++];
+        buf[k] = '\0';
+        v = k > 0 ? strtol(buf, &end, 10) : -1;
+        c->retry_after = v;
+    }
+    return len;
+}
+
 static void
 finish(struct httpc_call *c, CURLcode code)
 {
@@ -158,6 +186,7 @@ finish(struct httpc_call *c, CURLcode code)
     call_unlink(c);
 
     res.status = status;
+    res.retry_after_s = c->retry_after;
     res.content_type = ctype; /* owned by the easy handle, freed below */
     res.total_time_s = total;
     res.body = c->body;
@@ -417,6 +446,9 @@ setup_easy(struct httpc_call *c, const struct httpc_request *req,
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+    c->retry_after = -1;
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
                      req->timeout_ms > 0 ? req->timeout_ms : 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,

@@ -23,6 +23,7 @@ struct httpc_result {
     size_t body_len;
     const char *content_type; /* may be NULL */
     double total_time_s; /* curl's total time */
+    long retry_after_s;  /* Retry-After in seconds, -1 if absent */
 };
 
 /* The callback may take ownership of res->body by setting it to NULL; else it

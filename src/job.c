@@ -1,6 +1,7 @@
 /* job.c - generation jobs and their conversation with ComfyUI (see job.h).
  *
- * Owns every job in flight, the one reconcile timer, and the mapping from
+ * Owns every job (in flight, then kept a while for status queries), the
+ * watchers of each job, the one reconcile timer, and the mapping from
  * ComfyUI's prompt_id to jobs. We choose each prompt_id ourselves before
  * submitting, so websocket events that overtake the POST /prompt answer
  * still find their job. Completion is ComfyUI's final `executing` with
@@ -27,29 +28,56 @@ enum job_state {
     JS_COLLECTING, /* finished in ComfyUI: reading /history and /view */
 };
 
+struct job_watch {
+    struct job_watch *next;
+    struct job *job;
+    job_watch_fn fn;
+    void *arg;
+    int dead;
+};
+
 struct job {
-    TAILQ_ENTRY(job) link;
+    TAILQ_ENTRY(job) link; /* jobs->list in flight, jobs->done after */
     struct jobs *jobs;
     char id[REQ_ID_MAX + 1];
     char prompt_id[64];
     json_t *prompt;
+    json_t *input;
     enum job_state state;
-    job_done_fn done;
-    void *done_arg;
+    enum job_status status;
+    int finished;
     struct httpc_call *call; /* at most one ComfyUI call per job */
+    long long number;        /* ComfyUI's queue number, -1 until known */
 
     int exec_done;       /* saw executing{node:null} or reconcile said so */
     json_t *exec_error;  /* data of execution_error / execution_interrupted */
     int interrupted;
+    int started_sent;
+    int cancel_pending;  /* cancelled while POST /prompt was in flight */
+    int cancelling;      /* ComfyUI has been asked to drop it */
+    int early_start;     /* ComfyUI started it before answering POST /prompt */
+    struct httpc_call *cancel_call;
+    char cancel_why[200];
 
     struct job_output *outputs;
     size_t n_outputs, next_fetch;
+    struct job_result result; /* valid once finished */
 
     double t_received, t_submitted, t_exec_done;
     long long exec_start_ms, exec_end_ms;
+    long long created_ms, started_ms, finished_ms;
     json_t *node_starts;
+    int n_cached;
+    char prog_node[64];
+    int prog_value, prog_max;
+
+    struct job_watch *watches;
+    int dispatching;
+    struct job_hook_status hook;
     struct event *defer; /* only for failures that must not be synchronous */
 };
+
+struct fetch;
 
 TAILQ_HEAD(job_list, job);
 
@@ -59,8 +87,15 @@ struct jobs {
     const struct config *cfg;
     char client_id[64];
     char base_url[300];
-    struct job_list list;
+    struct job_list list; /* in flight */
     int n;
+    struct job_list done; /* finished, oldest first */
+    int n_done;
+    struct fetch *fetches;
+    /* Prompts cancelled while queued: if ComfyUI's worker took one anyway
+     * (it raced our /queue delete), it is interrupted when it starts. */
+    char cancelled_pids[16][64];
+    int cancelled_next;
     int queue_depth;
     int ws_up;
     double last_ws_msg;
@@ -72,6 +107,7 @@ struct jobs {
 
 static void job_advance(struct job *job);
 static void reconcile(struct jobs *jobs);
+static void evict(struct jobs *jobs, int expired_only);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -124,7 +160,9 @@ comfy_call(struct jobs *jobs, const char *method, const char *path,
 static void
 note_unreachable(struct jobs *jobs, const struct httpc_result *res)
 {
-    if (!res->ok && jobs->unreachable != NULL)
+    /* A timeout is a slow ComfyUI, not a missing one: that is for the hang
+     * policy, not for readiness. */
+    if (!res->ok && !res->timed_out && jobs->unreachable != NULL)
         jobs->unreachable(res->error != NULL ? res->error : "no answer",
                           jobs->unreachable_arg);
 }
@@ -141,9 +179,22 @@ find_job(struct jobs *jobs, const char *prompt_id)
 }
 
 static void
+free_outputs_data(struct job *job)
+{
+    size_t i;
+
+    for (i = 0; i < job->n_outputs; i++) {
+        free(job->outputs[i].data);
+        job->outputs[i].data = NULL;
+        job->outputs[i].len = 0;
+    }
+}
+
+static void
 job_free(struct job *job)
 {
     size_t i;
+    struct job_watch *w;
 
     for (i = 0; i < job->n_outputs; i++) {
         free(job->outputs[i].node_id);
@@ -153,12 +204,89 @@ job_free(struct job *job)
         free(job->outputs[i].data);
     }
     free(job->outputs);
+    while ((w = job->watches) != NULL) {
+        job->watches = w->next;
+        free(w);
+    }
     json_decref(job->prompt);
+    json_decref(job->input);
     json_decref(job->exec_error);
     json_decref(job->node_starts);
+    json_decref(job->result.error);
+    json_decref(job->result.stats);
     if (job->defer != NULL)
         event_free(job->defer);
     free(job);
+}
+
+/* ---- watchers ------------------------------------------------------------ */
+
+static void
+sweep_watches(struct job *job)
+{
+    struct job_watch **pw = &job->watches, *w;
+
+    while ((w = *pw) != NULL) {
+        if (w->dead) {
+            *pw = w->next;
+            free(w);
+        } else {
+            pw = &w->next;
+        }
+    }
+}
+
+static void
+notify(struct job *job, enum job_event ev, const void *data)
+{
+    struct job_watch *w;
+
+    job->dispatching++;
+    for (w = job->watches; w != NULL; w = w->next)
+        if (!w->dead)
+            w->fn(job, ev, data, w->arg);
+    job->dispatching--;
+    if (job->dispatching == 0)
+        sweep_watches(job);
+}
+
+struct job_watch *
+job_watch(struct job *job, job_watch_fn fn, void *arg)
+{
+    struct job_watch *w = xcalloc(1, sizeof(*w)), **pw = &job->watches;
+
+    w->job = job;
+    w->fn = fn;
+    w->arg = arg;
+    /* Append: the first watcher (the waiting client) hears events first. */
+    while (*pw != NULL)
+        pw = &(*pw)->next;
+    *pw = w;
+    return w;
+}
+
+void
+job_unwatch(struct job_watch *w)
+{
+    struct job *job;
+
+    if (w == NULL)
+        return;
+    job = w->job;
+    w->dead = 1;
+    if (job->dispatching == 0)
+        sweep_watches(job);
+}
+
+static int
+has_live_watch(const struct job *job)
+{
+    const struct job_watch *w;
+
+    for (w = job->watches; w != NULL; w = w->next)
+        if (!w->dead)
+            return 1;
+    return 0;
 }
 
 static json_t *
@@ -179,29 +307,86 @@ build_stats(struct job *job)
         now - t_done, "upload_time", 0, "total_time", now - job->t_received);
 }
 
-/* End the job: exactly one done call, then free. error is stolen. */
+/* Overall progress: the share of the graph's nodes done, the node running
+ * counted by its steps. Nodes served from cache do not run at all. */
+static double
+overall(const struct job *job)
+{
+    int total = (int)json_object_size(job->prompt) - job->n_cached;
+    int started = (int)json_object_size(job->node_starts);
+    double frac = job->prog_max > 0 ? (double)job->prog_value / job->prog_max : 0;
+    double o;
+
+    if (total < 1)
+        total = 1;
+    o = ((started > 0 ? started - 1 : 0) + frac) / total;
+    return o < 0 ? 0 : o > 0.99 ? 0.99 : o;
+}
+
+static int
+queue_position(const struct job *job)
+{
+    const struct job *j;
+    int pos = 0;
+
+    TAILQ_FOREACH(j, &job->jobs->list, link) {
+        /* Waiting ahead of it; the one running is not "ahead": 0 = next. */
+        if (j != job && j->number >= 0 && j->state == JS_QUEUED && job->number >= 0 &&
+            j->number < job->number)
+            pos++;
+    }
+    return pos;
+}
+
+static void
+mark_started(struct job *job)
+{
+    if (job->started_sent || job->finished)
+        return;
+    job->started_sent = 1;
+    job->status = JOB_RUNNING;
+    job->started_ms = util_epoch_ms();
+    notify(job, JE_STARTED, NULL);
+}
+
+/* End the job: exactly one JE_DONE, then keep it (without image data) for
+ * status queries. error is stolen. */
 static void
 job_finish(struct job *job, int status, json_t *error)
 {
     struct jobs *jobs = job->jobs;
-    struct job_result res;
+    struct job_result *res = &job->result;
 
+    if (job->finished) {
+        json_decref(error);
+        return;
+    }
     if (job->call != NULL) {
         httpc_cancel(job->call);
         job->call = NULL;
     }
+    if (job->cancel_call != NULL) {
+        httpc_cancel(job->cancel_call);
+        job->cancel_call = NULL;
+    }
     TAILQ_REMOVE(&jobs->list, job, link);
     jobs->n--;
-    memset(&res, 0, sizeof(res));
-    res.status = status;
-    res.error = error;
-    res.id = job->id;
-    res.prompt = job->prompt;
+    job->finished = 1;
+    job->finished_ms = util_epoch_ms();
+    job->status = status == 200   ? JOB_COMPLETED
+                  : status == 409 ? JOB_CANCELLED
+                                  : JOB_FAILED;
+    memset(res, 0, sizeof(*res));
+    res->status = status;
+    res->error = error;
+    res->id = job->id;
+    res->prompt = job->prompt;
+    res->input = job->input;
     if (status == 200) {
-        res.outputs = job->outputs;
-        res.n_outputs = job->n_outputs;
+        res->outputs = job->outputs;
+        res->n_outputs = job->n_outputs;
     }
-    res.stats = build_stats(job);
+    res->stats = build_stats(job);
     if (status == 200)
         rlog_info(job->id, "job done: prompt_id=%s %zu output(s) in %.1f ms",
                   job->prompt_id, job->n_outputs,
@@ -210,15 +395,16 @@ job_finish(struct job *job, int status, json_t *error)
         char esc[600];
         json_t *m = json_object_get(error, "error");
         const char *msg = json_is_string(m) ? json_string_value(m) : "?";
-        rlog_warn(job->id, "job failed: prompt_id=%s status=%d: %s",
-                  job->prompt_id, status,
+        rlog_warn(job->id, "job %s: prompt_id=%s status=%d: %s",
+                  status == 409 ? "cancelled" : "failed", job->prompt_id, status,
                   log_escape(esc, sizeof(esc), msg, strlen(msg)));
     }
-    if (job->done != NULL)
-        job->done(&res, job->done_arg);
-    json_decref(res.stats);
-    json_decref(error);
-    job_free(job);
+    TAILQ_INSERT_TAIL(&jobs->done, job, link);
+    jobs->n_done++;
+    notify(job, JE_DONE, res);
+    /* The images went to whoever watched; only their names are kept. */
+    free_outputs_data(job);
+    evict(jobs, 0);
 }
 
 /* ---- errors from ComfyUI ----------------------------------------------- */
@@ -528,7 +714,7 @@ job_advance(struct job *job)
     char path[200];
 
     if (job->call != NULL || job->state == JS_SUBMITTING ||
-        job->state == JS_COLLECTING)
+        job->state == JS_COLLECTING || job->cancelling)
         return;
     if (job->exec_error != NULL) {
         json_t *e = json_incref(job->exec_error);
@@ -547,6 +733,8 @@ job_advance(struct job *job)
         job_finish(job, 502, err_body("comfyui", "could not start a request to ComfyUI"));
 }
 
+static json_t *cancelled_body(const struct job *job);
+
 static void
 on_submitted(struct httpc_result *res, void *arg)
 {
@@ -554,6 +742,10 @@ on_submitted(struct httpc_result *res, void *arg)
     json_t *root;
 
     job->call = NULL;
+    if (job->cancel_pending && (!res->ok || res->status != 200)) {
+        job_finish(job, 409, cancelled_body(job));
+        return;
+    }
     if (!res->ok) {
         note_unreachable(job->jobs, res);
         job_finish(job, 503, err_body("comfyui", "ComfyUI is not reachable: %s",
@@ -578,18 +770,32 @@ on_submitted(struct httpc_result *res, void *arg)
     {
         /* Servers older than 0.3.45 ignore our prompt_id: theirs wins. */
         const char *pid = json_string_value(json_object_get(root, "prompt_id"));
+        json_t *num = json_object_get(root, "number");
+
         if (pid != NULL && strcmp(pid, job->prompt_id) != 0) {
             rlog_warn(job->id, "ComfyUI chose prompt_id %s instead of %s", pid,
                       job->prompt_id);
             snprintf(job->prompt_id, sizeof(job->prompt_id), "%s", pid);
         }
+        job->number = json_is_number(num) ? (long long)json_number_value(num) : 0;
         rlog_debug(job->id, "queued in ComfyUI: prompt_id=%s number=%lld",
-                   job->prompt_id,
-                   (long long)json_integer_value(json_object_get(root, "number")));
+                   job->prompt_id, job->number);
     }
     json_decref(root);
     if (job->state == JS_SUBMITTING)
-        job->state = JS_QUEUED;
+        job->state = job->early_start ? JS_RUNNING : JS_QUEUED;
+    if (job->cancel_pending) {
+        job_cancel(job, NULL);
+        return;
+    }
+    {
+        int pos = queue_position(job);
+        notify(job, JE_QUEUED, &pos);
+    }
+    if (job->finished)
+        return; /* a watcher cancelled it */
+    if (job->state == JS_RUNNING)
+        mark_started(job);
     job_advance(job);
 }
 
@@ -602,22 +808,32 @@ on_submit_failed(evutil_socket_t fd, short what, void *arg)
 }
 
 struct job *
-job_submit(struct jobs *jobs, const char *id, json_t *prompt,
-           double t_received_ms, job_done_fn done, void *arg)
+job_submit(struct jobs *jobs, const char *id, json_t *prompt, json_t *input,
+           double t_received_ms, int *conflict)
 {
-    struct job *job = xcalloc(1, sizeof(*job));
+    struct job *job, *old;
     json_t *body;
     char *text;
 
+    *conflict = 0;
+    TAILQ_FOREACH(old, &jobs->list, link) {
+        if (strcmp(old->id, id) == 0) {
+            *conflict = 1;
+            return NULL;
+        }
+    }
+    job = xcalloc(1, sizeof(*job));
     job->jobs = jobs;
     snprintf(job->id, sizeof(job->id), "%s", id);
     util_uuid4(job->prompt_id);
     job->prompt = json_incref(prompt);
-    job->done = done;
-    job->done_arg = arg;
+    job->input = input != NULL ? json_incref(input) : NULL;
     job->t_received = t_received_ms;
+    job->created_ms = util_epoch_ms();
+    job->number = -1;
     job->node_starts = json_object();
     job->state = JS_SUBMITTING;
+    job->status = JOB_QUEUED;
     TAILQ_INSERT_TAIL(&jobs->list, job, link);
     jobs->n++;
 
@@ -631,21 +847,181 @@ job_submit(struct jobs *jobs, const char *id, json_t *prompt,
     rlog_info(job->id, "submitted to ComfyUI: prompt_id=%s nodes=%zu", job->prompt_id,
               json_object_size(prompt));
     if (job->call == NULL) {
-        /* Never call done synchronously: finish from the loop instead. */
+        /* Never finish synchronously: the caller has not watched it yet. */
         job->defer = evtimer_new(jobs->base, on_submit_failed, job);
         event_active(job->defer, EV_TIMEOUT, 0);
     }
     return job;
 }
 
-void
-job_detach(struct job *job)
+/* ---- cancel ----------------------------------------------------------------- */
+
+static json_t *
+cancelled_body(const struct job *job)
 {
-    job->done = NULL;
-    job->done_arg = NULL;
+    char msg[300];
+
+    snprintf(msg, sizeof(msg), "the job was cancelled%s%s",
+             job->cancel_why[0] != '\0' ? ": " : "", job->cancel_why);
+    return json_pack("{s:s, s:s, s:s}", "error", msg, "location", "id", "error_type",
+                     "cancelled");
+}
+
+static void
+on_cancel_call(struct httpc_result *res, void *arg)
+{
+    struct job *job = arg;
+
+    job->cancel_call = NULL;
+    if (!res->ok || res->status != 200)
+        rlog_warn(job->id, "cancel: ComfyUI did not confirm: %s",
+                  !res->ok ? (res->error != NULL ? res->error : "no answer")
+                           : "unexpected status");
+    job_finish(job, 409, cancelled_body(job));
+}
+
+static void
+remember_cancelled(struct jobs *jobs, const char *pid)
+{
+    snprintf(jobs->cancelled_pids[jobs->cancelled_next], sizeof(jobs->cancelled_pids[0]),
+             "%s", pid);
+    jobs->cancelled_next = (jobs->cancelled_next + 1) % 16;
+}
+
+static void
+on_late_interrupt(struct httpc_result *res, void *arg)
+{
+    (void)arg;
+    if (!res->ok || res->status != 200)
+        log_warn("cancel: late POST /interrupt failed");
+}
+
+/* A cancelled prompt showed up running: ComfyUI's worker had taken it
+ * before our /queue delete arrived. */
+static void
+interrupt_if_cancelled(struct jobs *jobs, const char *pid)
+{
+    char body[200];
+    int i;
+
+    for (i = 0; i < 16; i++) {
+        if (strcmp(jobs->cancelled_pids[i], pid) != 0)
+            continue;
+        jobs->cancelled_pids[i][0] = '\0';
+        log_info("cancel: prompt %s started anyway; interrupting it", pid);
+        snprintf(body, sizeof(body), "{\"prompt_id\":\"%s\"}", pid);
+        comfy_call(jobs, "POST", "/interrupt", body, 1u << 20, on_late_interrupt, NULL);
+        return;
+    }
+}
+
+int
+job_cancel(struct job *job, const char *why)
+{
+    struct jobs *jobs = job->jobs;
+    char body[200];
+
+    if (job->finished)
+        return -1;
+    if (why != NULL && job->cancel_why[0] == '\0')
+        snprintf(job->cancel_why, sizeof(job->cancel_why), "%s", why);
+    if (job->cancelling)
+        return 0;
+    if (job->state == JS_SUBMITTING) {
+        /* ComfyUI has not answered yet, so it may be queueing the prompt
+         * right now: finish the cancel when it answers (on_submitted). */
+        job->cancel_pending = 1;
+        return 0;
+    }
+    job->cancelling = 1;
+    if (job->call != NULL) {
+        httpc_cancel(job->call);
+        job->call = NULL;
+    }
+    rlog_info(job->id, "cancelling prompt %s: %s", job->prompt_id,
+              job->cancel_why[0] != '\0' ? job->cancel_why : "cancelled");
+    /* Queued: delete it from the queue (an interrupt would hit whatever
+     * runs on ComfyUI older than 0.3.57). Running: interrupt it by id. The
+     * job ends when ComfyUI has confirmed, so whoever cancelled knows
+     * ComfyUI has been told. */
+    if (job->state == JS_QUEUED) {
+        snprintf(body, sizeof(body), "{\"delete\":[\"%s\"]}", job->prompt_id);
+        remember_cancelled(jobs, job->prompt_id);
+        job->cancel_call = comfy_call(jobs, "POST", "/queue", body, 1u << 20,
+                                      on_cancel_call, job);
+    } else if (job->state == JS_RUNNING) {
+        snprintf(body, sizeof(body), "{\"prompt_id\":\"%s\"}", job->prompt_id);
+        job->cancel_call = comfy_call(jobs, "POST", "/interrupt", body, 1u << 20,
+                                      on_cancel_call, job);
+    }
+    if (job->cancel_call == NULL)
+        job_finish(job, 409, cancelled_body(job));
+    return 0;
 }
 
 /* ---- websocket events ----------------------------------------------------- */
+
+static uint32_t
+be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Binary frames: 4-byte type, then type 1 (4-byte format, image) or type 4
+ * (4-byte length, JSON metadata naming the prompt, image). Type 1 frames do
+ * not say whose they are: ComfyUI runs one prompt at a time, so they belong
+ * to our running job, if there is exactly one. */
+static void
+on_preview(struct jobs *jobs, const unsigned char *data, size_t len)
+{
+    struct job_preview pv;
+    struct job *job = NULL, *j;
+    json_t *meta = NULL;
+    uint32_t type;
+
+    if (len < 8)
+        return;
+    type = be32(data);
+    memset(&pv, 0, sizeof(pv));
+    if (type == 1) {
+        int running = 0;
+
+        pv.mime = be32(data + 4) == 2 ? "image/png" : "image/jpeg";
+        pv.data = data + 8;
+        pv.len = len - 8;
+        TAILQ_FOREACH(j, &jobs->list, link) {
+            if (j->state == JS_RUNNING) {
+                job = j;
+                running++;
+            }
+        }
+        if (running != 1)
+            return;
+        pv.node = job->prog_node[0] != '\0' ? job->prog_node : NULL;
+    } else if (type == 4) {
+        uint32_t mlen = be32(data + 4);
+        const char *pid, *mime;
+
+        if (mlen > len - 8)
+            return;
+        meta = json_loadb((const char *)data + 8, mlen, 0, NULL);
+        pid = json_string_value(json_object_get(meta, "prompt_id"));
+        mime = json_string_value(json_object_get(meta, "image_type"));
+        if (pid == NULL || (job = find_job(jobs, pid)) == NULL)
+            goto out;
+        pv.node = json_string_value(json_object_get(meta, "node_id"));
+        pv.mime = mime != NULL && strcmp(mime, "image/png") == 0 ? "image/png"
+                                                                 : "image/jpeg";
+        pv.data = data + 8 + mlen;
+        pv.len = len - 8 - mlen;
+    } else {
+        return;
+    }
+    if (job != NULL && !job->finished && job->state != JS_SUBMITTING)
+        notify(job, JE_PREVIEW, &pv);
+out:
+    json_decref(meta);
+}
 
 void
 jobs_on_ws(struct jobs *jobs, enum ws_kind kind, const unsigned char *data,
@@ -667,7 +1043,8 @@ jobs_on_ws(struct jobs *jobs, enum ws_kind kind, const unsigned char *data,
         jobs->ws_up = 0;
         return;
     case WS_BINARY:
-        return; /* previews: not used yet */
+        on_preview(jobs, data, len);
+        return;
     case WS_TEXT:
         break;
     }
@@ -685,12 +1062,28 @@ jobs_on_ws(struct jobs *jobs, enum ws_kind kind, const unsigned char *data,
         goto out;
     }
     pid = json_string_value(json_object_get(d, "prompt_id"));
-    if (pid == NULL || (job = find_job(jobs, pid)) == NULL)
+    if (pid == NULL)
         goto out;
+    if ((job = find_job(jobs, pid)) == NULL) {
+        if (strcmp(type, "execution_start") == 0)
+            interrupt_if_cancelled(jobs, pid);
+        goto out;
+    }
+    if (job->cancelling)
+        goto out;
+    if (job->state == JS_SUBMITTING &&
+        (strcmp(type, "execution_start") == 0 || strcmp(type, "progress") == 0 ||
+         (strcmp(type, "executing") == 0 &&
+          json_is_string(json_object_get(d, "node")))))
+        job->early_start = 1;
     if (strcmp(type, "execution_start") == 0) {
         job->exec_start_ms = json_integer_value(json_object_get(d, "timestamp"));
         if (job->state == JS_QUEUED)
             job->state = JS_RUNNING;
+        if (job->state != JS_SUBMITTING)
+            mark_started(job);
+    } else if (strcmp(type, "execution_cached") == 0) {
+        job->n_cached = (int)json_array_size(json_object_get(d, "nodes"));
     } else if (strcmp(type, "executing") == 0) {
         json_t *node = json_object_get(d, "node");
         if (json_is_null(node)) {
@@ -700,12 +1093,41 @@ jobs_on_ws(struct jobs *jobs, enum ws_kind kind, const unsigned char *data,
                 job->state = JS_RUNNING;
             job_advance(job);
         } else if (json_is_string(node)) {
+            struct job_progress pr;
+
             json_object_set_new(job->node_starts, json_string_value(node),
                                 json_pack("{s:I}", "start",
                                           (json_int_t)util_epoch_ms()));
             if (job->state == JS_QUEUED)
                 job->state = JS_RUNNING;
+            if (job->state == JS_SUBMITTING)
+                goto out;
+            mark_started(job);
+            snprintf(job->prog_node, sizeof(job->prog_node), "%s",
+                     json_string_value(node));
+            job->prog_value = 0;
+            job->prog_max = 0;
+            pr.node = job->prog_node;
+            pr.value = 0;
+            pr.max = 0;
+            pr.overall = overall(job);
+            notify(job, JE_PROGRESS, &pr);
         }
+    } else if (strcmp(type, "progress") == 0) {
+        struct job_progress pr;
+        const char *node = json_string_value(json_object_get(d, "node"));
+
+        if (job->state == JS_SUBMITTING || job->finished)
+            goto out;
+        if (node != NULL)
+            snprintf(job->prog_node, sizeof(job->prog_node), "%s", node);
+        job->prog_value = (int)json_integer_value(json_object_get(d, "value"));
+        job->prog_max = (int)json_integer_value(json_object_get(d, "max"));
+        pr.node = job->prog_node;
+        pr.value = job->prog_value;
+        pr.max = job->prog_max;
+        pr.overall = overall(job);
+        notify(job, JE_PROGRESS, &pr);
     } else if (strcmp(type, "execution_success") == 0) {
         job->exec_end_ms = json_integer_value(json_object_get(d, "timestamp"));
     } else if (strcmp(type, "execution_error") == 0 ||
@@ -786,6 +1208,7 @@ on_queue(struct httpc_result *res, void *arg)
             continue;
         if (queue_has(running, job->prompt_id)) {
             job->state = JS_RUNNING;
+            mark_started(job);
         } else if (queue_has(pending, job->prompt_id)) {
             job->state = JS_QUEUED;
         } else {
@@ -821,6 +1244,268 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (jobs->n > 0 && (!jobs->ws_up || quiet >= jobs->cfg->reconcile_interval_ms))
         reconcile(jobs);
+    evict(jobs, 1);
+}
+
+/* ---- finished jobs ---------------------------------------------------------- */
+
+static int
+evictable(const struct job *job)
+{
+    return job->dispatching == 0 && !job->hook.pending && !has_live_watch(job);
+}
+
+/* Drop finished jobs past JOB_HISTORY_TTL_S, and the oldest ones beyond
+ * JOB_HISTORY_MAX (expired_only: just the first). A job someone still
+ * watches, or whose webhook is still being delivered, stays. */
+static void
+evict(struct jobs *jobs, int expired_only)
+{
+    long long cutoff = util_epoch_ms() - (long long)jobs->cfg->job_history_ttl_s * 1000;
+    struct job *job, *next;
+
+    for (job = TAILQ_FIRST(&jobs->done); job != NULL; job = next) {
+        int over = jobs->n_done > jobs->cfg->job_history_max;
+        int expired = job->finished_ms <= cutoff;
+
+        next = TAILQ_NEXT(job, link);
+        if (!expired && (expired_only || !over))
+            break;
+        if (!evictable(job))
+            continue;
+        TAILQ_REMOVE(&jobs->done, job, link);
+        jobs->n_done--;
+        job_free(job);
+    }
+}
+
+struct job *
+jobs_find(struct jobs *jobs, const char *id)
+{
+    struct job *job;
+
+    TAILQ_FOREACH(job, &jobs->list, link)
+        if (strcmp(job->id, id) == 0)
+            return job;
+    TAILQ_FOREACH_REVERSE(job, &jobs->done, job_list, link)
+        if (strcmp(job->id, id) == 0)
+            return job;
+    return NULL;
+}
+
+const char *
+job_id(const struct job *job)
+{
+    return job->id;
+}
+
+enum job_status
+job_get_status(const struct job *job)
+{
+    return job->status;
+}
+
+int
+job_finished(const struct job *job)
+{
+    return job->finished;
+}
+
+const struct job_result *
+job_last_result(const struct job *job)
+{
+    return job->finished ? &job->result : NULL;
+}
+
+struct job_hook_status *
+job_hook(struct job *job)
+{
+    return &job->hook;
+}
+
+static json_t *
+iso_time(long long ms)
+{
+    char buf[40];
+
+    if (ms <= 0)
+        return json_null();
+    util_iso_time(ms, buf, sizeof(buf));
+    return json_string(buf);
+}
+
+json_t *
+job_status_json(const struct job *job)
+{
+    static const char *const names[] = {"queued", "running", "completed", "failed",
+                                        "cancelled"};
+    json_t *o = json_object(), *files = json_array();
+    size_t i;
+
+    json_object_set_new(o, "id", json_string(job->id));
+    json_object_set_new(o, "status", json_string(names[job->status]));
+    if (!job->finished && job->status == JOB_QUEUED)
+        json_object_set_new(o, "queue_position", json_integer(queue_position(job)));
+    if (!job->finished && job->status == JOB_RUNNING)
+        json_object_set_new(o, "progress",
+                            json_pack("{s:s?, s:i, s:i, s:f}", "node",
+                                      job->prog_node[0] ? job->prog_node : NULL,
+                                      "value", job->prog_value, "max", job->prog_max,
+                                      "overall", overall(job)));
+    json_object_set_new(o, "created_at", iso_time(job->created_ms));
+    json_object_set_new(o, "started_at", iso_time(job->started_ms));
+    json_object_set_new(o, "finished_at", iso_time(job->finished_ms));
+    if (job->finished && job->result.status == 200) {
+        for (i = 0; i < job->n_outputs; i++) {
+            const struct job_output *out = &job->outputs[i];
+            char name[1024];
+
+            snprintf(name, sizeof(name), "%s%s%s", out->subfolder,
+                     out->subfolder[0] ? "/" : "", out->filename);
+            json_array_append_new(files, json_string(name));
+        }
+    }
+    json_object_set_new(o, "filenames", files);
+    json_object_set(o, "stats", job->finished ? job->result.stats : json_null());
+    if (job->finished && job->result.status != 200) {
+        json_object_set(o, "error", job->result.error);
+        json_object_set_new(o, "http_status", json_integer(job->result.status));
+    } else {
+        json_object_set_new(o, "error", json_null());
+    }
+    if (job->input != NULL)
+        json_object_set(o, "input", job->input);
+    if (job->hook.kind != NULL) {
+        json_t *h = json_pack("{s:s, s:s, s:i}", "kind", job->hook.kind, "state",
+                              job->hook.state != NULL ? job->hook.state : "pending",
+                              "attempts", job->hook.attempts);
+        if (job->hook.last_status > 0)
+            json_object_set_new(h, "last_status", json_integer(job->hook.last_status));
+        if (job->hook.last_error[0] != '\0')
+            json_object_set_new(h, "last_error", json_string(job->hook.last_error));
+        json_object_set_new(o, "webhook", h);
+    }
+    return o;
+}
+
+/* ---- fetching a finished job's outputs again ------------------------------- */
+
+struct fetch {
+    struct fetch *next;
+    struct jobs *jobs;
+    struct job_output *outs;
+    size_t n, next_i;
+    struct httpc_call *call;
+    struct event *start;
+    job_fetch_fn done;
+    void *arg;
+};
+
+static void
+fetch_free(struct fetch *f)
+{
+    struct fetch **pf = &f->jobs->fetches;
+    size_t i;
+
+    while (*pf != NULL && *pf != f)
+        pf = &(*pf)->next;
+    if (*pf == f)
+        *pf = f->next;
+    for (i = 0; i < f->n; i++) {
+        free(f->outs[i].node_id);
+        free(f->outs[i].filename);
+        free(f->outs[i].subfolder);
+        free(f->outs[i].type);
+        free(f->outs[i].data);
+    }
+    free(f->outs);
+    event_free(f->start);
+    free(f);
+}
+
+static void fetch_step(struct fetch *f);
+
+static void
+on_fetch_view(struct httpc_result *res, void *arg)
+{
+    struct fetch *f = arg;
+    char msg[300];
+
+    f->call = NULL;
+    if (!res->ok || res->status != 200 || res->too_big) {
+        snprintf(msg, sizeof(msg), "could not fetch %s from ComfyUI: %s",
+                 f->outs[f->next_i].filename,
+                 !res->ok ? (res->error != NULL ? res->error : "no answer")
+                          : res->too_big ? "too large" : "unexpected status");
+        f->done(NULL, 0, msg, f->arg);
+        fetch_free(f);
+        return;
+    }
+    f->outs[f->next_i].data = res->body;
+    f->outs[f->next_i].len = res->body_len;
+    res->body = NULL;
+    f->next_i++;
+    fetch_step(f);
+}
+
+static void
+fetch_step(struct fetch *f)
+{
+    const struct job_output *o;
+    char *fn, *sub, *type, path[3000];
+
+    if (f->next_i >= f->n) {
+        f->done(f->outs, f->n, NULL, f->arg);
+        fetch_free(f);
+        return;
+    }
+    o = &f->outs[f->next_i];
+    fn = evhttp_uriencode(o->filename, -1, 0);
+    sub = evhttp_uriencode(o->subfolder, -1, 0);
+    type = evhttp_uriencode(o->type, -1, 0);
+    snprintf(path, sizeof(path), "/view?filename=%s&subfolder=%s&type=%s", fn, sub, type);
+    free(fn);
+    free(sub);
+    free(type);
+    f->call = comfy_call(f->jobs, "GET", path, NULL,
+                         (size_t)f->jobs->cfg->max_output_mb << 20, on_fetch_view, f);
+    if (f->call == NULL) {
+        f->done(NULL, 0, "could not start a request to ComfyUI", f->arg);
+        fetch_free(f);
+    }
+}
+
+static void
+on_fetch_start(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fetch_step(arg);
+}
+
+void
+job_fetch_outputs(struct jobs *jobs, const struct job *job, job_fetch_fn done,
+                  void *arg)
+{
+    struct fetch *f = xcalloc(1, sizeof(*f));
+    size_t i;
+
+    f->jobs = jobs;
+    f->done = done;
+    f->arg = arg;
+    f->n = job->n_outputs;
+    f->outs = xcalloc(f->n + 1, sizeof(*f->outs));
+    for (i = 0; i < f->n; i++) {
+        f->outs[i].node_id = xstrdup(job->outputs[i].node_id);
+        f->outs[i].filename = xstrdup(job->outputs[i].filename);
+        f->outs[i].subfolder = xstrdup(job->outputs[i].subfolder);
+        f->outs[i].type = xstrdup(job->outputs[i].type);
+    }
+    f->next = jobs->fetches;
+    jobs->fetches = f;
+    /* Start on the next turn: the caller expects no synchronous answer. */
+    f->start = evtimer_new(jobs->base, on_fetch_start, f);
+    event_active(f->start, EV_TIMEOUT, 0);
 }
 
 /* ---- registry ---------------------------------------------------------------- */
@@ -843,6 +1528,7 @@ jobs_new(struct event_base *base, struct httpc *http, const struct config *cfg,
         snprintf(jobs->base_url, sizeof(jobs->base_url), "http://%s:%d",
                  cfg->direct_address, cfg->comfy_port);
     TAILQ_INIT(&jobs->list);
+    TAILQ_INIT(&jobs->done);
     jobs->last_ws_msg = util_mono_ms();
     jobs->tick = event_new(base, -1, EV_PERSIST, on_tick, jobs);
     tv.tv_sec = cfg->reconcile_interval_ms / 1000;
@@ -869,6 +1555,15 @@ jobs_fail_all(struct jobs *jobs, int status, const char *message)
     }
     while ((job = TAILQ_FIRST(&jobs->list)) != NULL)
         job_finish(job, status, err_body("comfyui", "%s", message));
+    while (jobs->fetches != NULL) {
+        struct fetch *f = jobs->fetches;
+
+        if (f->call != NULL)
+            httpc_cancel(f->call);
+        f->call = NULL;
+        f->done(NULL, 0, message, f->arg);
+        fetch_free(f);
+    }
 }
 
 int
@@ -886,9 +1581,16 @@ jobs_queue_depth(const struct jobs *jobs)
 void
 jobs_free(struct jobs *jobs)
 {
+    struct job *job;
+
     if (jobs == NULL)
         return;
+
     jobs_fail_all(jobs, 503, "the server is shutting down");
+    while ((job = TAILQ_FIRST(&jobs->done)) != NULL) {
+        TAILQ_REMOVE(&jobs->done, job, link);
+        job_free(job);
+    }
     event_free(jobs->tick);
     free(jobs);
 }

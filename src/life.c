@@ -31,6 +31,10 @@ struct life {
     struct ws *ws;
     struct sup *sup;
     json_t *warmup;
+    struct job_watch *warmup_watch;
+    int (*drain)(void *);  /* work that must finish before exiting */
+    void *drain_arg;
+    double exit_deadline;
 
     enum comfy_state state;
     int ws_connected;
@@ -65,10 +69,16 @@ set_timer(struct event *ev, double s)
 static void maybe_warmup(struct life *l);
 
 static void
-on_warmup_done(const struct job_result *res, void *arg)
+on_warmup_event(struct job *job, enum job_event ev, const void *data, void *arg)
 {
     struct life *l = arg;
+    const struct job_result *res = data;
 
+    (void)job;
+    if (ev != JE_DONE)
+        return;
+    job_unwatch(l->warmup_watch);
+    l->warmup_watch = NULL;
     l->warming = 0;
     if (l->stopping)
         return;
@@ -103,9 +113,19 @@ maybe_warmup(struct life *l)
         l->ever_warm = 1;
         return;
     }
-    l->warming = 1;
-    log_info("running the warmup prompt from %s", l->cfg->warmup_prompt_file);
-    job_submit(l->jobs, "warmup", l->warmup, util_mono_ms(), on_warmup_done, l);
+    {
+        struct job *job;
+        int conflict;
+
+        log_info("running the warmup prompt from %s", l->cfg->warmup_prompt_file);
+        job = job_submit(l->jobs, "warmup", l->warmup, NULL, util_mono_ms(), &conflict);
+        if (job == NULL) {
+            log_warn("a job with id \"warmup\" is in flight; warmup postponed");
+            return;
+        }
+        l->warming = 1;
+        l->warmup_watch = job_watch(job, on_warmup_event, l);
+    }
 }
 
 /* ---- start-up checks ------------------------------------------------------ */
@@ -226,9 +246,16 @@ static void
 on_exit_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct life *l = arg;
+    struct timeval tv = {0, 100000};
 
     (void)fd;
     (void)what;
+    /* Webhooks owed for jobs that just failed are delivered first, within
+     * the time their own limits allow. */
+    if (l->drain != NULL && l->drain(l->drain_arg) > 0 && util_mono_ms() < l->exit_deadline) {
+        evtimer_add(l->exit_timer, &tv);
+        return;
+    }
     event_base_loopexit(l->base, NULL);
 }
 
@@ -239,6 +266,7 @@ leave_loop(struct life *l)
 {
     if (l->exit_timer == NULL)
         l->exit_timer = evtimer_new(l->base, on_exit_timer, l);
+    l->exit_deadline = util_mono_ms() + 1000.0 * l->cfg->webhook_max_total_s;
     set_timer(l->exit_timer, 0.2);
 }
 
@@ -332,6 +360,13 @@ void
 life_set_ws(struct life *l, struct ws *ws)
 {
     l->ws = ws;
+}
+
+void
+life_set_drain(struct life *l, int (*pending)(void *), void *arg)
+{
+    l->drain = pending;
+    l->drain_arg = arg;
 }
 
 static json_t *

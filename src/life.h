@@ -31,6 +31,9 @@ struct life *life_new(struct event_base *base, const struct config *cfg,
 /* The websocket, once started (ws_start needs life_on_ws first). */
 void life_set_ws(struct life *l, struct ws *ws);
 
+/* Before exiting, wait while pending(arg) > 0 (webhooks in delivery). */
+void life_set_drain(struct life *l, int (*pending)(void *), void *arg);
+
 /* The ws handler: tracks the connection, then passes events to the jobs. */
 void life_on_ws(enum ws_kind kind, const unsigned char *data, size_t len,
                 void *arg);

@@ -19,6 +19,7 @@
 #include "life.h"
 #include "log.h"
 #include "util.h"
+#include "webhook.h"
 
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
@@ -28,6 +29,12 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     log_info("received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     life_shutdown(l, 0);
+}
+
+static int
+hooks_pending_cb(void *arg)
+{
+    return hooks_pending(arg);
 }
 
 int
@@ -40,6 +47,7 @@ main(int argc, char **argv)
     struct life *life = NULL;
     struct ws *ws = NULL;
     struct api *api = NULL;
+    struct hooks *hooks = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
     struct ws_options wo;
     char err[512], uuid[37], client_id[33];
@@ -85,9 +93,15 @@ main(int argc, char **argv)
         if (uuid[i] != '-')
             client_id[j++] = uuid[i];
     client_id[j] = '\0';
+    hooks = hooks_new(base, http, &cfg, err, sizeof(err));
+    if (hooks == NULL) {
+        log_error("invalid configuration: %s", err);
+        goto out;
+    }
     jobs = jobs_new(base, http, &cfg, client_id);
     life = life_new(base, &cfg, http, jobs);
-    api = api_new(base, &cfg, jobs, life);
+    life_set_drain(life, hooks_pending_cb, hooks);
+    api = api_new(base, &cfg, jobs, life, hooks);
     if (api_listen(api, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
@@ -101,6 +115,8 @@ main(int argc, char **argv)
     wo.address = cfg.direct_address;
     wo.port = cfg.comfy_port;
     wo.client_id = client_id;
+    /* Previews then name their prompt (type 4 frames). */
+    wo.announce_preview_metadata = 1;
     ws = ws_start(base, &wo, life_on_ws, life);
     if (ws == NULL)
         goto out;
@@ -125,6 +141,7 @@ out:
     if (sigint != NULL)
         event_free(sigint);
     api_free(api);
+    hooks_free(hooks);
     life_free(life);
     jobs_free(jobs);
     if (http != NULL)

@@ -5,7 +5,9 @@
  * request id in front of every output file name. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "request.h"
 #include "util.h"
@@ -13,8 +15,8 @@
 /* Fields comfyui-api accepts that we do not implement yet: refused with a
  * 400 naming them rather than silently dropped. */
 static const char *const unimplemented[] = {
-    "webhook", "webhook_v2", "convert_output", "s3", "hf_upload",
-    "azure_blob_upload", "http_upload", "credentials", NULL,
+    "convert_output", "s3", "hf_upload", "azure_blob_upload", "http_upload",
+    "credentials", NULL,
 };
 
 static void
@@ -32,6 +34,41 @@ set_err(struct req_error *err, int status, const char *loc, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+}
+
+int
+preq_url_ok(const char *s)
+{
+    const char *host;
+    size_t i;
+
+    if (strncasecmp(s, "http://", 7) == 0)
+        host = s + 7;
+    else if (strncasecmp(s, "https://", 8) == 0)
+        host = s + 8;
+    else
+        return 0;
+    if (*host == '\0' || *host == '/' || *host == '?' || *host == '#')
+        return 0;
+    for (i = 0; s[i] != '\0'; i++)
+        if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+            return 0;
+    return i <= 4096;
+}
+
+static int
+take_url(json_t *root, const char *field, char **out, struct req_error *err)
+{
+    json_t *v = json_object_get(root, field);
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v) || !preq_url_ok(json_string_value(v))) {
+        set_err(err, 400, field, "\"%s\" must be an http:// or https:// URL", field);
+        return -1;
+    }
+    *out = xstrdup(json_string_value(v));
+    return 0;
 }
 
 int
@@ -212,7 +249,8 @@ preq_parse(const char *body, size_t len, const struct req_options *opt,
         goto out;
     }
     json_object_foreach(root, key, v) {
-        if (strcmp(key, "prompt") == 0 || strcmp(key, "id") == 0)
+        if (strcmp(key, "prompt") == 0 || strcmp(key, "id") == 0 ||
+            strcmp(key, "webhook") == 0 || strcmp(key, "webhook_v2") == 0)
             continue;
         for (i = 0; unimplemented[i] != NULL; i++)
             if (strcmp(key, unimplemented[i]) == 0)
@@ -238,6 +276,9 @@ preq_parse(const char *body, size_t len, const struct req_options *opt,
     } else {
         util_uuid4(out->id);
     }
+    if (take_url(root, "webhook", &out->webhook, err) < 0 ||
+        take_url(root, "webhook_v2", &out->webhook_v2, err) < 0)
+        goto out;
     v = json_object_get(root, "prompt");
     if (v == NULL || json_is_null(v)) {
         set_err(err, 400, "prompt", "\"prompt\" is required");
@@ -248,6 +289,8 @@ preq_parse(const char *body, size_t len, const struct req_options *opt,
     out->prompt = json_incref(v);
     rc = 0;
 out:
+    if (rc < 0)
+        preq_free(out);
     json_decref(root);
     return rc;
 }
@@ -257,4 +300,7 @@ preq_free(struct prompt_req *r)
 {
     json_decref(r->prompt);
     r->prompt = NULL;
+    free(r->webhook);
+    free(r->webhook_v2);
+    r->webhook = r->webhook_v2 = NULL;
 }

@@ -19,7 +19,9 @@ struct req_error {
 
 struct prompt_req {
     char id[REQ_ID_MAX + 1];
-    json_t *prompt; /* owned: the graph with filename prefixes rewritten */
+    json_t *prompt;   /* owned: the graph with filename prefixes rewritten */
+    char *webhook;    /* owned, may be NULL: legacy v1 webhook URL */
+    char *webhook_v2; /* owned, may be NULL: signed v2 webhook URL */
 };
 
 struct req_options {
@@ -39,6 +41,10 @@ int preq_check_graph(json_t *prompt, const char *id,
                      const struct req_options *opt, struct req_error *err);
 
 void preq_free(struct prompt_req *r);
+
+/* 1 if s looks like an absolute http or https URL with a host and no
+ * whitespace or control characters. */
+int preq_url_ok(const char *s);
 
 /* 1 if s is an acceptable request id: 1..128 of [A-Za-z0-9._-]. */
 int preq_id_valid(const char *s);

@@ -14,6 +14,9 @@ void util_uuid4(char out[37]);
 int64_t util_epoch_ms(void);
 double util_mono_ms(void);
 
+/* ISO 8601 UTC with milliseconds, e.g. 2026-11-27T05:00:00.000Z. */
+void util_iso_time(int64_t epoch_ms, char *buf, size_t len);
+
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);

@@ -12,8 +12,6 @@ import harness
 from harness import SidecarTestCase, decode_image
 
 UNIMPLEMENTED = {
-    "webhook": "http://127.0.0.1:9/hook",
-    "webhook_v2": "http://127.0.0.1:9/hook2",
     "convert_output": {"format": "jpeg", "options": {"quality": 80}},
     "s3": {"bucket": "b", "prefix": "p/"},
     "hf_upload": {"repo": "user/repo"},

@@ -63,7 +63,10 @@ test_errors(void)
            "prompt.1.inputs");
     expect("{\"prompt\":{\"1\":{\"class_type\":\"EmptyImage\",\"inputs\":{}}}}", 400,
            "prompt");
-    expect("{\"prompt\":" GRAPH ",\"webhook\":\"http://x\"}", 400, "webhook");
+    expect("{\"prompt\":" GRAPH ",\"webhook\":\"ftp://x\"}", 400, "webhook");
+    expect("{\"prompt\":" GRAPH ",\"webhook_v2\":\"file:///etc/passwd\"}", 400, "webhook_v2");
+    expect("{\"prompt\":" GRAPH ",\"webhook_v2\":\"http://a b\"}", 400, "webhook_v2");
+    expect("{\"prompt\":" GRAPH ",\"webhook_v2\":7}", 400, "webhook_v2");
     expect("{\"prompt\":" GRAPH ",\"convert_output\":{}}", 400, "convert_output");
     expect("{\"prompt\":" GRAPH ",\"credentials\":[]}", 400, "credentials");
     expect("{\"prompt\":" GRAPH ",\"bogus\":1}", 400, "bogus");
