@@ -6,7 +6,7 @@
 #   make deps       install the Debian packages the build, tests and `make run` need
 #   V=1             show the commands
 
-PKGS    := libevent jansson libcurl libwebsockets
+PKGS    := libevent jansson libcurl libwebsockets libcrypto
 CC      ?= cc
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -19,14 +19,15 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lb64 -lpthread -lm
 
 SRC     := src/main.c src/config.c src/log.c src/util.c src/b64.c src/request.c \
-           src/httpc.c src/comfy_ws.c src/job.c src/life.c src/supervisor.c src/api.c
+           src/httpc.c src/comfy_ws.c src/job.c src/life.c src/supervisor.c src/api.c \
+           src/render.c src/webhook.c src/template.c src/openapi.c
 LIBSRC  := $(filter-out src/main.c,$(SRC))
 UNITSRC := test/unit/unit_main.c test/unit/test_config.c test/unit/test_b64.c \
-           test/unit/test_request.c
+           test/unit/test_request.c test/unit/test_template.c test/unit/test_openapi.c
 
 BUILD   ?= build/release
 OBJ     := $(SRC:%.c=$(BUILD)/%.o)
-UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/b64.c src/request.c)
+UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/b64.c src/request.c src/template.c src/openapi.c)
 
 ifeq ($(V),1)
 Q :=

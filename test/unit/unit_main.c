@@ -6,10 +6,11 @@
 
 int unit_failed_checks;
 
-extern const struct unit_test config_tests[], b64_tests[], request_tests[];
+extern const struct unit_test config_tests[], b64_tests[], request_tests[],
+    template_tests[], openapi_tests[];
 
-static const struct unit_test *const groups[] = {config_tests, b64_tests,
-                                                 request_tests, NULL};
+static const struct unit_test *const groups[] = {
+    config_tests, b64_tests, request_tests, template_tests, openapi_tests, NULL};
 
 int
 main(void)
