@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Install every Debian package that the build, the tests and `make run` need.
-# Idempotent and quiet when everything is already there.
+# Install every package that the build, the tests and `make run` need:
+# Debian packages, then the test tools from the npm registry (pinned by the
+# package-lock.json files under test/). Idempotent and quiet when everything
+# is already there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PKGS=(
   build-essential pkg-config
   libevent-dev libjansson-dev libcurl4-openssl-dev libb64-dev libwebsockets-dev libssl-dev
-  python3 python3-aiohttp python3-pil
-  curl jq
+  python3 python3-aiohttp python3-pil python3-yaml
+  curl jq patchelf
 )
+# Node.js runs the independent checkers (webhook signatures, Dockerfile lint);
+# any recent one will do, Debian's included.
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -16,14 +23,26 @@ for p in "${PKGS[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-  SUDO=sudo
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
+    echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# npm packages: only when their lock file changed or they are absent.
+for dir in test/node test/deploy; do
+  [ -f "$dir/package-lock.json" ] || continue
+  stamp="$dir/node_modules/.installed-lock"
+  if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
+    echo "install-deps: npm ci in $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+    cp "$dir/package-lock.json" "$stamp"
+  fi
+done

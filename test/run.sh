@@ -27,6 +27,8 @@ run_suite() {   # name, command...
 run_suite unit "${UNIT_BIN:-build/release/unit-tests}"
 run_suite emulator $PY test/pyrunner.py test/emulator --name emulator
 SIDECAR_BIN=${SIDECAR_BIN:-$PWD/comfy-sidecar} \
+  run_suite deploy $PY test/pyrunner.py test/deploy --name deploy
+SIDECAR_BIN=${SIDECAR_BIN:-$PWD/comfy-sidecar} \
   run_suite integration $PY test/pyrunner.py test/integration --name integration
 echo "$total_p passed, $total_f failed"
 [ "$total_f" -eq 0 ]
