@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,7 +34,9 @@
 #include "render.h"
 #include "request.h"
 #include "util.h"
+#include "template.h"
 #include "webhook.h"
+#include "workflows.h"
 
 enum waiter_kind {
     W_SYNC,   /* POST /prompt answered with the images */
@@ -71,6 +74,7 @@ struct api {
     struct jobs *jobs;
     struct life *life;
     struct hooks *hooks;
+    struct wf *wf;
     struct evhttp *http;
     struct waiter_list waiters;
     struct event *peek_timer;
@@ -584,10 +588,15 @@ on_accept_event(struct job *job, enum job_event ev, const void *data, void *arg)
             hook_start(api->hooks, job, 0, w->webhook);
         if (w->gone)
             evhttp_send_reply(w->req, 202, "Accepted", NULL);
-        else
-            reply_json(w->req, 202,
-                       json_pack("{s:s, s:s, s:O}", "id", w->id, "status", "ok",
-                                 "prompt", json_object_get(w->status, "prompt")));
+        else {
+            json_t *body = json_pack("{s:s, s:s, s:O}", "id", w->id, "status", "ok",
+                                     "prompt", json_object_get(w->status, "prompt"));
+            json_t *input = json_object_get(w->status, "input");
+
+            if (input != NULL)
+                json_object_set(body, "input", input);
+            reply_json(w->req, 202, body);
+        }
         job_unwatch(w->watch);
         w->watch = NULL;
         waiter_free(w);
@@ -657,6 +666,8 @@ api_run_job(struct api *api, struct evhttp_request *req, const char *id,
         w->webhook = webhook != NULL ? xstrdup(webhook) : NULL;
         w->webhook_v2 = webhook_v2 != NULL ? xstrdup(webhook_v2) : NULL;
         w->status = json_pack("{s:O}", "prompt", prompt);
+        if (input != NULL)
+            json_object_set(w->status, "input", input);
         w->watch = job_watch(job, on_accept_event, w);
     } else if (wants_sse(req)) {
         const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -691,6 +702,79 @@ handle_prompt(struct api *api, struct evhttp_request *req)
     }
     api_run_job(api, req, pr.id, pr.prompt, NULL, pr.webhook, pr.webhook_v2, t0);
     preq_free(&pr);
+}
+
+/* ---- POST /workflow/<path> ---------------------------------------------------- */
+
+static uint64_t
+rand64(void *arg)
+{
+    uint64_t v = 0;
+
+    (void)arg;
+    if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+        v = ((uint64_t)rand() << 32) ^ (uint64_t)rand();
+    return v;
+}
+
+static void
+handle_workflow(struct api *api, struct evhttp_request *req, const char *path)
+{
+    const struct tpl_set *set = wf_set(api->wf);
+    const struct tpl *t = tpl_find(set, path);
+    struct evbuffer *in;
+    const char *body;
+    size_t len, i;
+    struct req_options opt;
+    struct prompt_req pr;
+    struct req_error err;
+    json_t *graph = NULL, *filled = NULL;
+    double t0 = util_mono_ms();
+
+    if (t == NULL) {
+        json_t *avail = json_array();
+        char msg[300], esc[200];
+
+        for (i = 0; i < tpl_count(set); i++)
+            json_array_append_new(avail, json_string(tpl_path(tpl_at(set, i))));
+        snprintf(msg, sizeof(msg), "no workflow template \"%s\"",
+                 log_escape(esc, sizeof(esc), path, strlen(path)));
+        reply_json(req, 404, json_pack("{s:s, s:s, s:o}", "error", msg, "location", "path",
+                                       "available", avail));
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_error(req, 405, "method", "method not allowed on this route");
+        return;
+    }
+    in = evhttp_request_get_input_buffer(req);
+    len = evbuffer_get_length(in);
+    body = len > 0 ? (const char *)evbuffer_pullup(in, -1) : "";
+    memset(&opt, 0, sizeof(opt));
+    opt.prepend_filenames = api->cfg->prepend_filenames;
+    opt.workflow = 1;
+    if (preq_parse(body, len, &opt, &pr, &err) < 0) {
+        reply_error(req, err.status, err.location, err.message);
+        return;
+    }
+    if (tpl_render(t, pr.input, wf_object_info(api->wf), rand64, NULL, &graph, &filled,
+                   &err) < 0 ||
+        preq_check_graph(graph, pr.id, &opt, &err) < 0) {
+        reply_error(req, err.status, err.location, err.message);
+        goto out;
+    }
+    api_run_job(api, req, pr.id, graph, filled, pr.webhook, pr.webhook_v2, t0);
+out:
+    json_decref(graph);
+    json_decref(filled);
+    preq_free(&pr);
+}
+
+static void
+handle_openapi(struct api *api, struct evhttp_request *req)
+{
+    reply_json(req, 200, json_incref(wf_openapi(api->wf)));
 }
 
 /* ---- GET/DELETE /prompt/{id}, /events, POST /interrupt ------------------------ */
@@ -913,6 +997,13 @@ on_request(struct evhttp_request *req, void *arg)
             allow = "POST";
     } else if (strncmp(path, "/prompt/", 8) == 0) {
         handle_job_route(api, req, path + 8);
+    } else if (strncmp(path, "/workflow/", 10) == 0) {
+        handle_workflow(api, req, path + 10);
+    } else if (strcmp(path, "/docs/json") == 0 || strcmp(path, "/openapi.json") == 0) {
+        if (get)
+            handle_openapi(api, req);
+        else
+            allow = "GET, HEAD";
     } else {
         snprintf(msg, sizeof(msg), "no route %s",
                  log_escape(esc, sizeof(esc), path, strlen(path)));
@@ -926,7 +1017,7 @@ on_request(struct evhttp_request *req, void *arg)
 
 struct api *
 api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
-        struct life *life, struct hooks *hooks)
+        struct life *life, struct hooks *hooks, struct wf *wf)
 {
     struct api *api = xcalloc(1, sizeof(*api));
     struct timeval one = {1, 0}, hb = {cfg->sse_heartbeat_s, 0};
@@ -936,6 +1027,7 @@ api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
     api->jobs = jobs;
     api->life = life;
     api->hooks = hooks;
+    api->wf = wf;
     TAILQ_INIT(&api->waiters);
     api->http = evhttp_new(base);
     evhttp_set_allowed_methods(api->http,

@@ -88,6 +88,8 @@ static const struct cfg_entry entries[] = {
      "a client hanging up on a synchronous /prompt cancels its job"},
     {"SSE_HEARTBEAT_S", CFG_INT, "15", 1, 3600, OFF(sse_heartbeat_s),
      "interval of the heartbeat comment on event streams"},
+    {"WORKFLOW_DIR", CFG_STR, "comfy-workflows", 0, 0, OFF(workflow_dir),
+     "folder of workflow templates (POST /workflow/<path>); SIGHUP reloads"},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))

@@ -37,6 +37,7 @@ struct config {
     int job_history_ttl_s;
     int cancel_on_disconnect;
     int sse_heartbeat_s;
+    char *workflow_dir;
 };
 
 /* Fill cfg from the environment (getenv), applying defaults and validating

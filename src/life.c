@@ -32,6 +32,8 @@ struct life {
     struct sup *sup;
     json_t *warmup;
     struct job_watch *warmup_watch;
+    void (*up_cb)(void *);  /* ComfyUI (re)started answering */
+    void *up_arg;
     int (*drain)(void *);  /* work that must finish before exiting */
     void *drain_arg;
     double exit_deadline;
@@ -149,6 +151,8 @@ on_check(struct httpc_result *res, void *arg)
         l->state = CS_UP;
         l->ever_up = 1;
         l->tries = 0;
+        if (l->up_cb != NULL)
+            l->up_cb(l->up_arg);
         if (!l->ws_connected && l->ws_failed && l->ws != NULL)
             ws_kick(l->ws); /* skip whatever backoff the ws thread is in */
         maybe_warmup(l);
@@ -363,6 +367,13 @@ life_set_ws(struct life *l, struct ws *ws)
 }
 
 void
+life_set_up_cb(struct life *l, void (*fn)(void *), void *arg)
+{
+    l->up_cb = fn;
+    l->up_arg = arg;
+}
+
+void
 life_set_drain(struct life *l, int (*pending)(void *), void *arg)
 {
     l->drain = pending;
@@ -374,7 +385,7 @@ load_warmup(const char *path, char *err, size_t errlen)
 {
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr), *graph;
-    struct req_options opt = {1, 0};
+    struct req_options opt = {.prepend_filenames = 1};
     struct req_error rerr;
 
     if (root == NULL) {

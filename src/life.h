@@ -31,6 +31,9 @@ struct life *life_new(struct event_base *base, const struct config *cfg,
 /* The websocket, once started (ws_start needs life_on_ws first). */
 void life_set_ws(struct life *l, struct ws *ws);
 
+/* Called each time ComfyUI (re)starts answering. */
+void life_set_up_cb(struct life *l, void (*fn)(void *), void *arg);
+
 /* Before exiting, wait while pending(arg) > 0 (webhooks in delivery). */
 void life_set_drain(struct life *l, int (*pending)(void *), void *arg);
 

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "util.h"
 #include "webhook.h"
+#include "workflows.h"
 
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
@@ -29,6 +30,21 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     log_info("received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     life_shutdown(l, 0);
+}
+
+static void
+on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    log_info("SIGHUP: reloading workflow templates");
+    wf_reload(arg);
+}
+
+static void
+on_comfy_up(void *arg)
+{
+    wf_refresh_object_info(arg);
 }
 
 static int
@@ -48,6 +64,8 @@ main(int argc, char **argv)
     struct ws *ws = NULL;
     struct api *api = NULL;
     struct hooks *hooks = NULL;
+    struct wf *wf = NULL;
+    struct event *sighup = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
     struct ws_options wo;
     char err[512], uuid[37], client_id[33];
@@ -101,15 +119,19 @@ main(int argc, char **argv)
     jobs = jobs_new(base, http, &cfg, client_id);
     life = life_new(base, &cfg, http, jobs);
     life_set_drain(life, hooks_pending_cb, hooks);
-    api = api_new(base, &cfg, jobs, life, hooks);
+    wf = wf_new(base, http, &cfg);
+    life_set_up_cb(life, on_comfy_up, wf);
+    api = api_new(base, &cfg, jobs, life, hooks, wf);
     if (api_listen(api, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }
     sigterm = evsignal_new(base, SIGTERM, on_signal, life);
     sigint = evsignal_new(base, SIGINT, on_signal, life);
+    sighup = evsignal_new(base, SIGHUP, on_sighup, wf);
     evsignal_add(sigterm, NULL);
     evsignal_add(sigint, NULL);
+    evsignal_add(sighup, NULL);
 
     memset(&wo, 0, sizeof(wo));
     wo.address = cfg.direct_address;
@@ -140,7 +162,10 @@ out:
         event_free(sigterm);
     if (sigint != NULL)
         event_free(sigint);
+    if (sighup != NULL)
+        event_free(sighup);
     api_free(api);
+    wf_free(wf);
     hooks_free(hooks);
     life_free(life);
     jobs_free(jobs);

@@ -249,8 +249,9 @@ preq_parse(const char *body, size_t len, const struct req_options *opt,
         goto out;
     }
     json_object_foreach(root, key, v) {
-        if (strcmp(key, "prompt") == 0 || strcmp(key, "id") == 0 ||
-            strcmp(key, "webhook") == 0 || strcmp(key, "webhook_v2") == 0)
+        if (strcmp(key, opt->workflow ? "input" : "prompt") == 0 ||
+            strcmp(key, "id") == 0 || strcmp(key, "webhook") == 0 ||
+            strcmp(key, "webhook_v2") == 0)
             continue;
         for (i = 0; unimplemented[i] != NULL; i++)
             if (strcmp(key, unimplemented[i]) == 0)
@@ -279,6 +280,18 @@ preq_parse(const char *body, size_t len, const struct req_options *opt,
     if (take_url(root, "webhook", &out->webhook, err) < 0 ||
         take_url(root, "webhook_v2", &out->webhook_v2, err) < 0)
         goto out;
+    if (opt->workflow) {
+        /* The template renders and checks the graph; an absent input means
+         * "all defaults". */
+        v = json_object_get(root, "input");
+        if (v != NULL && !json_is_object(v)) {
+            set_err(err, 400, "input", "\"input\" must be an object");
+            goto out;
+        }
+        out->input = v != NULL ? json_incref(v) : json_object();
+        rc = 0;
+        goto out;
+    }
     v = json_object_get(root, "prompt");
     if (v == NULL || json_is_null(v)) {
         set_err(err, 400, "prompt", "\"prompt\" is required");
@@ -300,6 +313,8 @@ preq_free(struct prompt_req *r)
 {
     json_decref(r->prompt);
     r->prompt = NULL;
+    json_decref(r->input);
+    r->input = NULL;
     free(r->webhook);
     free(r->webhook_v2);
     r->webhook = r->webhook_v2 = NULL;

@@ -22,11 +22,13 @@ struct prompt_req {
     json_t *prompt;   /* owned: the graph with filename prefixes rewritten */
     char *webhook;    /* owned, may be NULL: legacy v1 webhook URL */
     char *webhook_v2; /* owned, may be NULL: signed v2 webhook URL */
+    json_t *input;    /* owned, workflow requests only: the "input" object */
 };
 
 struct req_options {
     int prepend_filenames; /* PREPEND_FILENAMES */
     size_t max_nodes;      /* 0 = no limit */
+    int workflow;          /* body is {input, ...} for a template, not {prompt} */
 };
 
 /* Parse body (len bytes, need not be NUL-terminated). On success fills out

@@ -4,7 +4,7 @@
 #include "request.h"
 #include "unit.h"
 
-static const struct req_options opt = {1, 0};
+static const struct req_options opt = {.prepend_filenames = 1};
 
 #define GRAPH "{\"1\":{\"class_type\":\"EmptyImage\",\"inputs\":{\"width\":8}}," \
               "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0]," \
