@@ -24,6 +24,8 @@
 #include <sys/queue.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -771,6 +773,69 @@ out:
     preq_free(&pr);
 }
 
+/* ---- static files (/docs) -------------------------------------------------- */
+
+static const char *
+mime_type(const char *name)
+{
+    static const struct { const char *ext, *type; } types[] = {
+        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},   {".json", "application/json"},
+        {".png", "image/png"},                 {".svg", "image/svg+xml"},
+        {".map", "application/json"},          {".ico", "image/x-icon"},
+    };
+    const char *dot = strrchr(name, '.');
+    size_t i;
+
+    for (i = 0; dot != NULL && i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcmp(dot, types[i].ext) == 0)
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+/* Serve WEB_DIR/<dir>/<name>. name must be one plain file name: no
+ * separators, no leading dot, so nothing outside the folder is reachable. */
+static void
+serve_file(struct api *api, struct evhttp_request *req, const char *dir, const char *name)
+{
+    char path[2048];
+    struct evbuffer *out;
+    struct stat st;
+    size_t i;
+    int fd;
+
+    for (i = 0; name[i] != '\0'; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            break;
+    }
+    if (name[0] == '\0' || name[0] == '.' || name[i] != '\0' || i > 200) {
+        reply_error(req, 404, "path", "no such file");
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/%s/%s", api->cfg->web_dir, dir, name);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        char msg[2200];
+        if (fd >= 0)
+            close(fd);
+        snprintf(msg, sizeof(msg), "%s is missing (WEB_DIR=%s; scripts/install-deps.sh "
+                 "installs the Swagger UI files)", path, api->cfg->web_dir);
+        reply_error(req, 404, "path", msg);
+        return;
+    }
+    out = evbuffer_new();
+    /* evbuffer_add_file takes the descriptor and sends without copying. */
+    evbuffer_add_file(out, fd, 0, st.st_size);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      mime_type(name));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control",
+                      "public, max-age=3600");
+    evhttp_send_reply(req, 200, "OK", out);
+    evbuffer_free(out);
+}
+
 static void
 handle_openapi(struct api *api, struct evhttp_request *req)
 {
@@ -1002,6 +1067,16 @@ on_request(struct evhttp_request *req, void *arg)
     } else if (strcmp(path, "/docs/json") == 0 || strcmp(path, "/openapi.json") == 0) {
         if (get)
             handle_openapi(api, req);
+        else
+            allow = "GET, HEAD";
+    } else if (strcmp(path, "/docs") == 0 || strcmp(path, "/docs/") == 0) {
+        if (get)
+            serve_file(api, req, "docs", "index.html");
+        else
+            allow = "GET, HEAD";
+    } else if (strncmp(path, "/docs/static/", 13) == 0) {
+        if (get)
+            serve_file(api, req, "node_modules/swagger-ui-dist", path + 13);
         else
             allow = "GET, HEAD";
     } else {

@@ -90,6 +90,8 @@ static const struct cfg_entry entries[] = {
      "interval of the heartbeat comment on event streams"},
     {"WORKFLOW_DIR", CFG_STR, "comfy-workflows", 0, 0, OFF(workflow_dir),
      "folder of workflow templates (POST /workflow/<path>); SIGHUP reloads"},
+    {"WEB_DIR", CFG_STR, "web", 0, 0, OFF(web_dir),
+     "folder of the pages served at /docs (Swagger UI) and /"},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))

@@ -38,6 +38,7 @@ struct config {
     int cancel_on_disconnect;
     int sse_heartbeat_s;
     char *workflow_dir;
+    char *web_dir;
 };
 
 /* Fill cfg from the environment (getenv), applying defaults and validating
