@@ -1069,6 +1069,11 @@ on_request(struct evhttp_request *req, void *arg)
             handle_openapi(api, req);
         else
             allow = "GET, HEAD";
+    } else if (strcmp(path, "/") == 0 && api->cfg->playground) {
+        if (get)
+            serve_file(api, req, "playground", "index.html");
+        else
+            allow = "GET, HEAD";
     } else if (strcmp(path, "/docs") == 0 || strcmp(path, "/docs/") == 0) {
         if (get)
             serve_file(api, req, "docs", "index.html");

@@ -92,6 +92,8 @@ static const struct cfg_entry entries[] = {
      "folder of workflow templates (POST /workflow/<path>); SIGHUP reloads"},
     {"WEB_DIR", CFG_STR, "web", 0, 0, OFF(web_dir),
      "folder of the pages served at /docs (Swagger UI) and /"},
+    {"PLAYGROUND", CFG_BOOL, "true", 0, 0, OFF(playground),
+     "serve the playground page at / (false: API only)"},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))

@@ -39,6 +39,7 @@ struct config {
     int sse_heartbeat_s;
     char *workflow_dir;
     char *web_dir;
+    int playground;
 };
 
 /* Fill cfg from the environment (getenv), applying defaults and validating
