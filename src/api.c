@@ -16,7 +16,10 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
 #include <netdb.h>
+#include <event2/listener.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +81,7 @@ struct api {
     struct hooks *hooks;
     struct wf *wf;
     struct evhttp *http;
+    struct evhttp_bound_socket *bound;
     struct waiter_list waiters;
     struct event *peek_timer;
     struct event *heartbeat_timer;
@@ -152,8 +156,8 @@ evhttp_send_error(struct evhttp_request *req, int error, const char *reason_phra
     switch (error) {
     case 413:
         snprintf(msg, sizeof(msg),
-                 "request body is larger than MAX_BODY_SIZE_MB (%d MiB)",
-                 errors_max_body_mb);
+                 "request too large: the body may have MAX_BODY_SIZE_MB=%d MiB, the "
+                 "headers 64 KiB", errors_max_body_mb);
         location = "body";
         break;
     case 400:
@@ -171,6 +175,22 @@ evhttp_send_error(struct evhttp_request *req, int error, const char *reason_phra
     /* libevent closes the connection after its own errors; keep that. */
     evhttp_add_header(h, "Connection", "close");
     reply_error(req, error, location, msg);
+}
+
+/* Jobs waiting or running: ours, or ComfyUI's own queue if it is longer
+ * (other clients may use the same ComfyUI). */
+static int
+queue_depth(const struct api *api)
+{
+    int ours = jobs_in_flight(api->jobs), theirs = jobs_queue_depth(api->jobs);
+
+    return ours > theirs ? ours : theirs;
+}
+
+static int
+queue_full(const struct api *api)
+{
+    return api->cfg->max_queue_depth > 0 && queue_depth(api) >= api->cfg->max_queue_depth;
 }
 
 /* ---- /health and /ready ---------------------------------------------------- */
@@ -210,7 +230,7 @@ handle_ready(struct api *api, struct evhttp_request *req)
 
     life_status(api->life, &st);
     ready = !st.stopping && strcmp(st.comfyui, "up") == 0 && st.ws_connected &&
-            st.warm;
+            st.warm && !queue_full(api);
     status_body(api, ready ? "ready" : "not ready", &body);
     reply_json(req, ready ? 200 : 503, body);
 }
@@ -654,6 +674,20 @@ api_run_job(struct api *api, struct evhttp_request *req, const char *id,
                               : "the server is shutting down");
         return;
     }
+    if (queue_full(api)) {
+        char ra[16], msg[200];
+        int depth = queue_depth(api);
+
+        snprintf(ra, sizeof(ra), "%d",
+                 jobs_retry_after_s(api->jobs, depth - api->cfg->max_queue_depth + 1));
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+        snprintf(msg, sizeof(msg), "the queue is full (%d jobs, MAX_QUEUE_DEPTH=%d); retry "
+                 "after %s s", depth, api->cfg->max_queue_depth, ra);
+        reply_json(req, 429, json_pack("{s:s, s:s, s:s, s:i}", "error", msg, "location",
+                                       "queue", "error_type", "queue_full", "retry_after",
+                                       atoi(ra)));
+        return;
+    }
     job = job_submit(api->jobs, id, prompt, input, t0, &conflict);
     if (job == NULL) {
         reply_json(req, 409,
@@ -698,6 +732,7 @@ handle_prompt(struct api *api, struct evhttp_request *req)
 
     memset(&opt, 0, sizeof(opt));
     opt.prepend_filenames = api->cfg->prepend_filenames;
+    opt.max_nodes = (size_t)api->cfg->max_graph_nodes;
     if (preq_parse(body, len, &opt, &pr, &err) < 0) {
         reply_error(req, err.status, err.location, err.message);
         return;
@@ -755,6 +790,7 @@ handle_workflow(struct api *api, struct evhttp_request *req, const char *path)
     body = len > 0 ? (const char *)evbuffer_pullup(in, -1) : "";
     memset(&opt, 0, sizeof(opt));
     opt.prepend_filenames = api->cfg->prepend_filenames;
+    opt.max_nodes = (size_t)api->cfg->max_graph_nodes;
     opt.workflow = 1;
     if (preq_parse(body, len, &opt, &pr, &err) < 0) {
         reply_error(req, err.status, err.location, err.message);
@@ -1117,6 +1153,9 @@ api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
     evhttp_set_max_body_size(api->http, (ev_ssize_t)cfg->max_body_size_mb << 20);
     errors_max_body_mb = cfg->max_body_size_mb;
     evhttp_set_max_headers_size(api->http, 64 * 1024);
+    /* A client silent this long while sending, or idle between requests,
+     * is cut off (slow-client attacks hold no slot for long). */
+    evhttp_set_timeout(api->http, cfg->request_timeout_s);
     evhttp_set_default_content_type(api->http, "application/json");
     evhttp_set_gencb(api->http, on_request, api);
     api->peek_timer = event_new(base, -1, EV_PERSIST, on_peek, api);
@@ -1124,6 +1163,50 @@ api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
     api->heartbeat_timer = event_new(base, -1, EV_PERSIST, on_heartbeat, api);
     event_add(api->heartbeat_timer, &hb);
     return api;
+}
+
+/* Out of descriptors (MAX_CONNECTIONS reached): stop accepting for a
+ * moment instead of spinning on a listener that stays readable. */
+static void
+on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+static void
+on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct timeval tv = {0, 100000};
+    int e = EVUTIL_SOCKET_ERROR();
+
+    (void)arg;
+    log_warn("accept failed: %s; pausing new connections for 100 ms",
+             evutil_socket_error_to_string(e));
+    evconnlistener_disable(lev);
+    event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT, on_accept_resume, lev, &tv);
+}
+
+/* MAX_CONNECTIONS is enforced through the descriptor limit: connections
+ * beyond it wait in the kernel's backlog until a slot frees. */
+static void
+limit_descriptors(const struct config *cfg)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)cfg->max_connections + 256; /* ComfyUI calls, files */
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max) {
+        log_warn("MAX_CONNECTIONS=%d needs %llu descriptors, the hard limit is %llu",
+                 cfg->max_connections, (unsigned long long)want,
+                 (unsigned long long)rl.rlim_max);
+        want = rl.rlim_max;
+    }
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        log_warn("cannot set the descriptor limit to %llu", (unsigned long long)want);
 }
 
 int
@@ -1138,6 +1221,7 @@ api_listen(struct api *api, char *err, size_t errlen)
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    limit_descriptors(api->cfg);
     snprintf(port, sizeof(port), "%d", api->cfg->port);
     rc = getaddrinfo(api->cfg->host, port, &hints, &res);
     if (rc != 0) {
@@ -1152,6 +1236,9 @@ api_listen(struct api *api, char *err, size_t errlen)
             continue;
         }
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+        /* Accepted sockets inherit it: a small answer (or the tail of a big
+         * one) must not wait for the client's delayed ACK (40 ms). */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
         /* "::" must also accept IPv4 whatever the host's bindv6only says. */
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
@@ -1167,12 +1254,15 @@ api_listen(struct api *api, char *err, size_t errlen)
                  api->cfg->port, strerror(saved));
         return -1;
     }
-    if (evhttp_accept_socket_with_handle(api->http, fd) == NULL) {
+    api->bound = evhttp_accept_socket_with_handle(api->http, fd);
+    if (api->bound == NULL) {
         close(fd);
         snprintf(err, errlen, "cannot accept on [%s]:%d", api->cfg->host,
                  api->cfg->port);
         return -1;
     }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(api->bound),
+                                on_accept_error);
     log_info("listening on [%s]:%d", api->cfg->host, api->cfg->port);
     return 0;
 }

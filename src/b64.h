@@ -12,6 +12,9 @@ size_t b64_encoded_len(size_t n);
  * (no NUL is written). Returns the number of characters written. */
 size_t b64_encode(const unsigned char *src, size_t n, char *dst);
 
+/* The same with libb64's encoder (slower; kept for comparison). */
+size_t b64_encode_libb64(const unsigned char *src, size_t n, char *dst);
+
 /* Decode standard base64 (padding optional, no whitespace allowed). dst must
  * hold n / 4 * 3 + 3 bytes. Returns the decoded length, or -1 if the input
  * is not valid base64. */

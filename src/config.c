@@ -94,6 +94,22 @@ static const struct cfg_entry entries[] = {
      "folder of the pages served at /docs (Swagger UI) and /"},
     {"PLAYGROUND", CFG_BOOL, "true", 0, 0, OFF(playground),
      "serve the playground page at / (false: API only)"},
+    {"MAX_QUEUE_DEPTH", CFG_INT, "0", 0, 1000000, OFF(max_queue_depth),
+     "jobs waiting or running at which new ones get 429 and /ready 503; 0: no limit"},
+    {"MAX_CONNECTIONS", CFG_INT, "4096", 16, 1000000, OFF(max_connections),
+     "client connections at once (more wait in the kernel's backlog)"},
+    {"REQUEST_TIMEOUT_S", CFG_INT, "30", 1, 3600, OFF(request_timeout_s),
+     "time a client may stay silent while sending a request; idle keep-alive limit"},
+    {"MAX_GRAPH_NODES", CFG_INT, "1000", 1, 1000000, OFF(max_graph_nodes),
+     "nodes allowed in one graph"},
+    {"QUEUE_TIMEOUT_S", CFG_INT, "0", 0, 604800, OFF(queue_timeout_s),
+     "longest wait in ComfyUI's queue, then 504; 0: no limit"},
+    {"EXECUTION_TIMEOUT_S", CFG_INT, "600", 0, 604800, OFF(execution_timeout_s),
+     "longest execution, then interrupted and 504; 0: no limit"},
+    {"HANG_TIMEOUT_S", CFG_INT, "300", 0, 86400, OFF(hang_timeout_s),
+     "no progress from ComfyUI this long: 504 and restart; 0: off"},
+    {"SHUTDOWN_GRACE_S", CFG_INT, "20", 0, 3600, OFF(shutdown_grace_s),
+     "on SIGTERM/SIGINT, time for jobs in flight and their webhooks"},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))

@@ -40,6 +40,14 @@ struct config {
     char *workflow_dir;
     char *web_dir;
     int playground;
+    int max_queue_depth;
+    int max_connections;
+    int request_timeout_s;
+    int max_graph_nodes;
+    int queue_timeout_s;
+    int execution_timeout_s;
+    int hang_timeout_s;
+    int shutdown_grace_s;
 };
 
 /* Fill cfg from the environment (getenv), applying defaults and validating

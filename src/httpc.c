@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "httpc.h"
 #include "log.h"
@@ -144,7 +145,7 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 /* Only Retry-After is wanted from the response headers (429 and 503
- * answers to webhooks); its HTTP-date form is rare and treated as absent. */
+ * answers to webhooks): seconds, or an HTTP date turned into seconds. */
 static size_t
 header_cb(char *line, size_t size, size_t n, void *arg)
 {
@@ -153,18 +154,21 @@ header_cb(char *line, size_t size, size_t n, void *arg)
     static const char name[] = "retry-after:";
 
     if (len > sizeof(name) - 1 && strncasecmp(line, name, sizeof(name) - 1) == 0) {
-        char buf[32];
+        char buf[128];
         size_t i = sizeof(name) - 1, k = 0;
-        char *end;
-        long v;
 
         while (i < len && (line[i] == ' ' || line[i] == '\t'))
             i++;
-        while (i < len && k < sizeof(buf) - 1 && line[i] >= '0' && line[i] <= '9')
+        while (i < len && k < sizeof(buf) - 1 && line[i] != '\r' && line[i] != '\n')
             buf[k++] = line[i++];
         buf[k] = '\0';
-        v = k > 0 ? strtol(buf, &end, 10) : -1;
-        c->retry_after = v;
+        if (k > 0 && strspn(buf, "0123456789") == k) {
+            c->retry_after = strtol(buf, NULL, 10);
+        } else if (k > 0) {
+            time_t when = curl_getdate(buf, NULL);
+            if (when > 0)
+                c->retry_after = when > time(NULL) ? (long)(when - time(NULL)) : 0;
+        }
     }
     return len;
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include "comfy_msg.h"
 #include "config.h"
 #include "httpc.h"
 #include "job.h"
@@ -57,7 +58,11 @@ struct job {
     int cancelling;      /* ComfyUI has been asked to drop it */
     int early_start;     /* ComfyUI started it before answering POST /prompt */
     struct httpc_call *cancel_call;
-    char cancel_why[200];
+    int abort_status;    /* 409 cancelled, 504 timed out or hung */
+    const char *abort_type;
+    char cancel_why[300];
+    double t_accepted;   /* util_mono_ms when ComfyUI queued it */
+    double t_started;    /* util_mono_ms when it started running */
 
     struct job_output *outputs;
     size_t n_outputs, next_fetch;
@@ -70,6 +75,7 @@ struct job {
     int n_cached;
     char prog_node[64];
     int prog_value, prog_max;
+    double last_progress; /* util_mono_ms of the last sign of life */
 
     struct job_watch *watches;
     int dispatching;
@@ -98,15 +104,21 @@ struct jobs {
     int cancelled_next;
     int queue_depth;
     int ws_up;
+    double last_ws_up;
     double last_ws_msg;
     struct event *tick;
     struct httpc_call *queue_call;
     jobs_unreachable_fn unreachable;
     void *unreachable_arg;
+    jobs_hang_fn hang;
+    void *hang_arg;
+    struct event *deadlines;
+    double avg_ms; /* moving average of a job's time from submission to end */
 };
 
 static void job_advance(struct job *job);
 static void reconcile(struct jobs *jobs);
+static int job_abort(struct job *job, int status, const char *type, const char *why);
 static void evict(struct jobs *jobs, int expired_only);
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -345,6 +357,8 @@ mark_started(struct job *job)
         return;
     job->started_sent = 1;
     job->status = JOB_RUNNING;
+    job->t_started = util_mono_ms();
+    job->last_progress = job->t_started;
     job->started_ms = util_epoch_ms();
     notify(job, JE_STARTED, NULL);
 }
@@ -387,6 +401,10 @@ job_finish(struct job *job, int status, json_t *error)
         res->n_outputs = job->n_outputs;
     }
     res->stats = build_stats(job);
+    if (status == 200) {
+        double ms = util_mono_ms() - job->t_received;
+        jobs->avg_ms = jobs->avg_ms == 0 ? ms : 0.8 * jobs->avg_ms + 0.2 * ms;
+    }
     if (status == 200)
         rlog_info(job->id, "job done: prompt_id=%s %zu output(s) in %.1f ms",
                   job->prompt_id, job->n_outputs,
@@ -405,112 +423,6 @@ job_finish(struct job *job, int status, json_t *error)
     /* The images went to whoever watched; only their names are kept. */
     free_outputs_data(job);
     evict(jobs, 0);
-}
-
-/* ---- errors from ComfyUI ----------------------------------------------- */
-
-/* The first node error, in node order, names the field to blame. */
-static json_t *
-validation_error(const unsigned char *body, size_t len)
-{
-    json_t *root = json_loadb((const char *)body, len, 0, NULL);
-    json_t *e, *node_errors, *out;
-    const char *type = "", *message = "", *details = "";
-    const char *first_node = NULL, *key;
-    char location[300] = "prompt", text[1024];
-    json_t *v;
-
-    if (root == NULL || !json_is_object(root)) {
-        out = err_body("prompt", "ComfyUI rejected the prompt: %.*s",
-                       (int)(len > 500 ? 500 : len), body != NULL ? (const char *)body : "");
-        json_decref(root);
-        return out;
-    }
-    e = json_object_get(root, "error");
-    if (json_is_object(e)) {
-        type = json_string_value(json_object_get(e, "type"));
-        message = json_string_value(json_object_get(e, "message"));
-        details = json_string_value(json_object_get(e, "details"));
-    } else if (json_is_string(e)) {
-        message = json_string_value(e);
-    }
-    type = type != NULL ? type : "";
-    message = message != NULL ? message : "";
-    details = details != NULL ? details : "";
-    snprintf(text, sizeof(text), "ComfyUI rejected the prompt: %s%s%s", message,
-             *details != '\0' ? ": " : "", details);
-
-    node_errors = json_object_get(root, "node_errors");
-    json_object_foreach(node_errors, key, v) {
-        if (first_node == NULL || preq_node_cmp(key, first_node) < 0)
-            first_node = key;
-    }
-    if (first_node != NULL) {
-        json_t *ne = json_object_get(node_errors, first_node);
-        json_t *e0 = json_array_get(json_object_get(ne, "errors"), 0);
-        const char *cls = json_string_value(json_object_get(ne, "class_type"));
-        const char *m = json_string_value(json_object_get(e0, "message"));
-        const char *d = json_string_value(json_object_get(e0, "details"));
-        const char *input = json_string_value(
-            json_object_get(json_object_get(e0, "extra_info"), "input_name"));
-        size_t n = strlen(text);
-
-        if (input != NULL)
-            snprintf(location, sizeof(location), "prompt.%.100s.inputs.%.100s",
-                     first_node, input);
-        else
-            snprintf(location, sizeof(location), "prompt.%.100s", first_node);
-        snprintf(text + n, sizeof(text) - n, "; node %s (%s): %s%s%s", first_node,
-                 cls != NULL ? cls : "?", m != NULL ? m : "error",
-                 d != NULL && *d != '\0' ? ": " : "", d != NULL ? d : "");
-    } else if (strncmp(details, "Node ID '#", 10) == 0) {
-        /* invalid_prompt names the node only in its details. */
-        size_t l = strcspn(details + 10, "'");
-        snprintf(location, sizeof(location), "prompt.%.*s", (int)l, details + 10);
-    }
-    out = json_pack("{s:s, s:s, s:s}", "error", text, "location", location,
-                    "error_type", type);
-    if (json_is_object(node_errors))
-        json_object_set(out, "node_errors", node_errors);
-    json_decref(root);
-    return out;
-}
-
-static json_t *
-execution_error(json_t *data, int interrupted)
-{
-    const char *node = json_string_value(json_object_get(data, "node_id"));
-    const char *cls = json_string_value(json_object_get(data, "node_type"));
-    const char *xtype = json_string_value(json_object_get(data, "exception_type"));
-    const char *xmsg = json_string_value(json_object_get(data, "exception_message"));
-    char location[200], text[1024], first[600];
-    json_t *out;
-
-    node = node != NULL ? node : "?";
-    cls = cls != NULL ? cls : "?";
-    snprintf(location, sizeof(location), "prompt.%.150s", node);
-    if (interrupted) {
-        snprintf(text, sizeof(text),
-                 "the prompt was interrupted in ComfyUI at node %s (%s)", node, cls);
-        return json_pack("{s:s, s:s, s:s, s:s, s:s}", "error", text, "location",
-                         location, "error_type", "execution_interrupted",
-                         "node_id", node, "node_type", cls);
-    }
-    xmsg = xmsg != NULL ? xmsg : "";
-    xtype = xtype != NULL ? xtype : "";
-    /* The message's first line is the exception; what follows is a tip. */
-    snprintf(first, sizeof(first), "%.*s", (int)strcspn(xmsg, "\n"), xmsg);
-    if (strstr(xtype, "OutOfMemory") != NULL)
-        snprintf(text, sizeof(text),
-                 "ComfyUI ran out of memory at node %s (%s): %s", node, cls, first);
-    else
-        snprintf(text, sizeof(text), "ComfyUI failed at node %s (%s): %s%s%s",
-                 node, cls, xtype, *xtype != '\0' ? ": " : "", first);
-    out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "error", text,
-                    "location", location, "error_type", "execution_error",
-                    "node_id", node, "node_type", cls, "exception_type", xtype,
-                    "exception_message", xmsg);
-    return out;
 }
 
 /* ---- outputs ------------------------------------------------------------ */
@@ -690,7 +602,7 @@ on_history(struct httpc_result *res, void *arg)
     err = history_times(job, json_object_get(status, "messages"));
     if (status_str != NULL && strcmp(status_str, "success") != 0) {
         if (err != NULL)
-            job_finish(job, 500, execution_error(err, job->interrupted));
+            job_finish(job, 500, cmsg_execution_error(err, job->interrupted));
         else
             job_finish(job, 500, err_body("prompt", "ComfyUI reports the prompt as %s",
                                           status_str));
@@ -706,6 +618,14 @@ out:
     json_decref(root);
 }
 
+static void
+on_free_call(struct httpc_result *res, void *arg)
+{
+    (void)arg;
+    if (!res->ok || res->status != 200)
+        log_warn("POST /free failed: %s", !res->ok && res->error ? res->error : "unexpected status");
+}
+
 /* ---- the state machine ---------------------------------------------------- */
 
 static void
@@ -718,7 +638,14 @@ job_advance(struct job *job)
         return;
     if (job->exec_error != NULL) {
         json_t *e = json_incref(job->exec_error);
-        job_finish(job, 500, execution_error(e, job->interrupted));
+
+        if (cmsg_is_oom(e)) {
+            /* Give the next job a clean slate: unload models, drop caches. */
+            rlog_warn(job->id, "ComfyUI ran out of memory; asking it to free memory");
+            comfy_call(job->jobs, "POST", "/free", "{\"unload_models\":true,\"free_memory\":true}",
+                       1u << 20, on_free_call, NULL);
+        }
+        job_finish(job, 500, cmsg_execution_error(e, job->interrupted));
         json_decref(e);
         return;
     }
@@ -743,7 +670,7 @@ on_submitted(struct httpc_result *res, void *arg)
 
     job->call = NULL;
     if (job->cancel_pending && (!res->ok || res->status != 200)) {
-        job_finish(job, 409, cancelled_body(job));
+        job_finish(job, job->abort_status, cancelled_body(job));
         return;
     }
     if (!res->ok) {
@@ -753,7 +680,7 @@ on_submitted(struct httpc_result *res, void *arg)
         return;
     }
     if (res->status == 400) {
-        job_finish(job, 400, validation_error(res->body, res->body_len));
+        job_finish(job, 400, cmsg_validation_error(res->body, res->body_len));
         return;
     }
     if (res->status != 200) {
@@ -784,8 +711,9 @@ on_submitted(struct httpc_result *res, void *arg)
     json_decref(root);
     if (job->state == JS_SUBMITTING)
         job->state = job->early_start ? JS_RUNNING : JS_QUEUED;
+    job->t_accepted = util_mono_ms();
     if (job->cancel_pending) {
-        job_cancel(job, NULL);
+        job_abort(job, job->abort_status, job->abort_type, NULL);
         return;
     }
     {
@@ -859,8 +787,11 @@ job_submit(struct jobs *jobs, const char *id, json_t *prompt, json_t *input,
 static json_t *
 cancelled_body(const struct job *job)
 {
-    char msg[300];
+    char msg[400];
 
+    if (job->abort_status != 409)
+        return json_pack("{s:s, s:s, s:s}", "error", job->cancel_why, "location", "comfyui",
+                         "error_type", job->abort_type);
     snprintf(msg, sizeof(msg), "the job was cancelled%s%s",
              job->cancel_why[0] != '\0' ? ": " : "", job->cancel_why);
     return json_pack("{s:s, s:s, s:s}", "error", msg, "location", "id", "error_type",
@@ -877,7 +808,7 @@ on_cancel_call(struct httpc_result *res, void *arg)
         rlog_warn(job->id, "cancel: ComfyUI did not confirm: %s",
                   !res->ok ? (res->error != NULL ? res->error : "no answer")
                            : "unexpected status");
-    job_finish(job, 409, cancelled_body(job));
+    job_finish(job, job->abort_status, cancelled_body(job));
 }
 
 static void
@@ -915,16 +846,21 @@ interrupt_if_cancelled(struct jobs *jobs, const char *pid)
     }
 }
 
-int
-job_cancel(struct job *job, const char *why)
+/* Stop a job in ComfyUI and end it with status: 409 for a cancel, 504 for
+ * a timeout. The first reason given wins. */
+static int
+job_abort(struct job *job, int status, const char *type, const char *why)
 {
     struct jobs *jobs = job->jobs;
     char body[200];
 
     if (job->finished)
         return -1;
-    if (why != NULL && job->cancel_why[0] == '\0')
-        snprintf(job->cancel_why, sizeof(job->cancel_why), "%s", why);
+    if (job->abort_status == 0) {
+        job->abort_status = status;
+        job->abort_type = type;
+        snprintf(job->cancel_why, sizeof(job->cancel_why), "%s", why != NULL ? why : "");
+    }
     if (job->cancelling)
         return 0;
     if (job->state == JS_SUBMITTING) {
@@ -955,40 +891,34 @@ job_cancel(struct job *job, const char *why)
                                       on_cancel_call, job);
     }
     if (job->cancel_call == NULL)
-        job_finish(job, 409, cancelled_body(job));
+        job_finish(job, job->abort_status, cancelled_body(job));
     return 0;
+}
+
+int
+job_cancel(struct job *job, const char *why)
+{
+    return job_abort(job, 409, "cancelled", why);
 }
 
 /* ---- websocket events ----------------------------------------------------- */
 
-static uint32_t
-be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Binary frames: 4-byte type, then type 1 (4-byte format, image) or type 4
- * (4-byte length, JSON metadata naming the prompt, image). Type 1 frames do
- * not say whose they are: ComfyUI runs one prompt at a time, so they belong
- * to our running job, if there is exactly one. */
+/* Preview frames. Type 1 frames do not say whose they are: ComfyUI runs
+ * one prompt at a time, so they belong to our running job, if exactly one
+ * of ours runs. */
 static void
 on_preview(struct jobs *jobs, const unsigned char *data, size_t len)
 {
+    struct cmsg_preview cp;
     struct job_preview pv;
     struct job *job = NULL, *j;
-    json_t *meta = NULL;
-    uint32_t type;
 
-    if (len < 8)
+    if (cmsg_parse_preview(data, len, &cp) < 0)
         return;
-    type = be32(data);
-    memset(&pv, 0, sizeof(pv));
-    if (type == 1) {
+    if (cp.prompt_id[0] != '\0') {
+        job = find_job(jobs, cp.prompt_id);
+    } else {
         int running = 0;
-
-        pv.mime = be32(data + 4) == 2 ? "image/png" : "image/jpeg";
-        pv.data = data + 8;
-        pv.len = len - 8;
         TAILQ_FOREACH(j, &jobs->list, link) {
             if (j->state == JS_RUNNING) {
                 job = j;
@@ -996,45 +926,58 @@ on_preview(struct jobs *jobs, const unsigned char *data, size_t len)
             }
         }
         if (running != 1)
-            return;
-        pv.node = job->prog_node[0] != '\0' ? job->prog_node : NULL;
-    } else if (type == 4) {
-        uint32_t mlen = be32(data + 4);
-        const char *pid, *mime;
-
-        if (mlen > len - 8)
-            return;
-        meta = json_loadb((const char *)data + 8, mlen, 0, NULL);
-        pid = json_string_value(json_object_get(meta, "prompt_id"));
-        mime = json_string_value(json_object_get(meta, "image_type"));
-        if (pid == NULL || (job = find_job(jobs, pid)) == NULL)
-            goto out;
-        pv.node = json_string_value(json_object_get(meta, "node_id"));
-        pv.mime = mime != NULL && strcmp(mime, "image/png") == 0 ? "image/png"
-                                                                 : "image/jpeg";
-        pv.data = data + 8 + mlen;
-        pv.len = len - 8 - mlen;
-    } else {
-        return;
+            job = NULL;
     }
-    if (job != NULL && !job->finished && job->state != JS_SUBMITTING)
-        notify(job, JE_PREVIEW, &pv);
-out:
-    json_decref(meta);
+    if (job == NULL || job->finished || job->state == JS_SUBMITTING || job->cancelling)
+        return;
+    pv.node = cp.node[0] != '\0' ? cp.node : (job->prog_node[0] ? job->prog_node : NULL);
+    pv.mime = cp.mime;
+    pv.data = cp.image;
+    pv.len = cp.len;
+    notify(job, JE_PREVIEW, &pv);
+}
+
+static void
+on_progress_msg(struct job *job, const struct cmsg *m)
+{
+    struct job_progress pr;
+
+    if (m->node != NULL)
+        snprintf(job->prog_node, sizeof(job->prog_node), "%s", m->node);
+    if (m->kind == CMSG_EXECUTING) {
+        json_object_set_new(job->node_starts, m->node,
+                            json_pack("{s:I}", "start", (json_int_t)util_epoch_ms()));
+        job->prog_value = 0;
+        job->prog_max = 0;
+    } else {
+        job->prog_value = m->value;
+        job->prog_max = m->max;
+    }
+    job->last_progress = util_mono_ms();
+    if (job->state == JS_SUBMITTING)
+        return; /* told after JE_QUEUED, see on_submitted */
+    mark_started(job);
+    pr.node = job->prog_node;
+    pr.value = job->prog_value;
+    pr.max = job->prog_max;
+    pr.overall = overall(job);
+    notify(job, JE_PROGRESS, &pr);
 }
 
 void
 jobs_on_ws(struct jobs *jobs, enum ws_kind kind, const unsigned char *data,
            size_t len)
 {
-    json_t *root = NULL, *d;
-    const char *type, *pid;
+    struct cmsg m;
     struct job *job;
 
     jobs->last_ws_msg = util_mono_ms();
     switch (kind) {
     case WS_UP:
         jobs->ws_up = 1;
+        /* Progress is only observable with a websocket: hang detection
+         * counts from the moment it is back. */
+        jobs->last_ws_up = util_mono_ms();
         /* Events sent while we were away are lost for good: ask. */
         if (jobs->n > 0)
             reconcile(jobs);
@@ -1048,102 +991,73 @@ jobs_on_ws(struct jobs *jobs, enum ws_kind kind, const unsigned char *data,
     case WS_TEXT:
         break;
     }
-    root = json_loadb((const char *)data, len, 0, NULL);
-    type = json_string_value(json_object_get(root, "type"));
-    d = json_object_get(root, "data");
-    if (type == NULL || !json_is_object(d))
-        goto out;
-    if (strcmp(type, "status") == 0) {
-        json_t *qr = json_object_get(
-            json_object_get(json_object_get(d, "status"), "exec_info"),
-            "queue_remaining");
-        if (json_is_integer(qr))
-            jobs->queue_depth = (int)json_integer_value(qr);
+    if (cmsg_parse(data, len, &m) < 0)
+        return;
+    if (m.kind == CMSG_STATUS) {
+        if (m.queue_remaining >= 0)
+            jobs->queue_depth = m.queue_remaining;
         goto out;
     }
-    pid = json_string_value(json_object_get(d, "prompt_id"));
-    if (pid == NULL)
+    if (m.prompt_id == NULL || m.kind == CMSG_OTHER)
         goto out;
-    if ((job = find_job(jobs, pid)) == NULL) {
-        if (strcmp(type, "execution_start") == 0)
-            interrupt_if_cancelled(jobs, pid);
+    if ((job = find_job(jobs, m.prompt_id)) == NULL) {
+        if (m.kind == CMSG_EXECUTION_START)
+            interrupt_if_cancelled(jobs, m.prompt_id);
         goto out;
     }
     if (job->cancelling)
         goto out;
     if (job->state == JS_SUBMITTING &&
-        (strcmp(type, "execution_start") == 0 || strcmp(type, "progress") == 0 ||
-         (strcmp(type, "executing") == 0 &&
-          json_is_string(json_object_get(d, "node")))))
+        (m.kind == CMSG_EXECUTION_START || m.kind == CMSG_PROGRESS ||
+         (m.kind == CMSG_EXECUTING && !m.node_null)))
         job->early_start = 1;
-    if (strcmp(type, "execution_start") == 0) {
-        job->exec_start_ms = json_integer_value(json_object_get(d, "timestamp"));
-        if (job->state == JS_QUEUED)
-            job->state = JS_RUNNING;
+    if (job->state == JS_QUEUED &&
+        (m.kind == CMSG_EXECUTION_START || m.kind == CMSG_EXECUTING || m.kind == CMSG_PROGRESS))
+        job->state = JS_RUNNING;
+    switch (m.kind) {
+    case CMSG_EXECUTION_START:
+        job->exec_start_ms = m.timestamp;
+        job->last_progress = util_mono_ms();
         if (job->state != JS_SUBMITTING)
             mark_started(job);
-    } else if (strcmp(type, "execution_cached") == 0) {
-        job->n_cached = (int)json_array_size(json_object_get(d, "nodes"));
-    } else if (strcmp(type, "executing") == 0) {
-        json_t *node = json_object_get(d, "node");
-        if (json_is_null(node)) {
+        break;
+    case CMSG_EXECUTION_CACHED:
+        job->n_cached = m.n_cached;
+        break;
+    case CMSG_EXECUTING:
+        if (m.node_null) {
             job->exec_done = 1;
             job->t_exec_done = util_mono_ms();
-            if (job->state == JS_QUEUED)
-                job->state = JS_RUNNING;
             job_advance(job);
-        } else if (json_is_string(node)) {
-            struct job_progress pr;
-
-            json_object_set_new(job->node_starts, json_string_value(node),
-                                json_pack("{s:I}", "start",
-                                          (json_int_t)util_epoch_ms()));
-            if (job->state == JS_QUEUED)
-                job->state = JS_RUNNING;
-            if (job->state == JS_SUBMITTING)
-                goto out;
-            mark_started(job);
-            snprintf(job->prog_node, sizeof(job->prog_node), "%s",
-                     json_string_value(node));
-            job->prog_value = 0;
-            job->prog_max = 0;
-            pr.node = job->prog_node;
-            pr.value = 0;
-            pr.max = 0;
-            pr.overall = overall(job);
-            notify(job, JE_PROGRESS, &pr);
+        } else {
+            on_progress_msg(job, &m);
         }
-    } else if (strcmp(type, "progress") == 0) {
-        struct job_progress pr;
-        const char *node = json_string_value(json_object_get(d, "node"));
-
-        if (job->state == JS_SUBMITTING || job->finished)
-            goto out;
-        if (node != NULL)
-            snprintf(job->prog_node, sizeof(job->prog_node), "%s", node);
-        job->prog_value = (int)json_integer_value(json_object_get(d, "value"));
-        job->prog_max = (int)json_integer_value(json_object_get(d, "max"));
-        pr.node = job->prog_node;
-        pr.value = job->prog_value;
-        pr.max = job->prog_max;
-        pr.overall = overall(job);
-        notify(job, JE_PROGRESS, &pr);
-    } else if (strcmp(type, "execution_success") == 0) {
-        job->exec_end_ms = json_integer_value(json_object_get(d, "timestamp"));
-    } else if (strcmp(type, "execution_error") == 0 ||
-               strcmp(type, "execution_interrupted") == 0) {
-        /* A "blocked" execution_error (no timestamp) does not stop the run. */
-        json_t *xt = json_object_get(d, "exception_type");
-        if (json_is_string(xt) && strcmp(json_string_value(xt), "ExecutionBlocked") == 0)
-            goto out;
+        break;
+    case CMSG_PROGRESS:
+        if (!job->finished)
+            on_progress_msg(job, &m);
+        break;
+    case CMSG_EXECUTED:
+        job->last_progress = util_mono_ms();
+        break;
+    case CMSG_SUCCESS:
+        job->exec_end_ms = m.timestamp;
+        break;
+    case CMSG_ERROR:
+    case CMSG_INTERRUPTED:
+        if (m.blocked)
+            break;
         json_decref(job->exec_error);
-        job->exec_error = json_incref(d);
-        job->interrupted = type[10] == 'i';
-        job->exec_end_ms = json_integer_value(json_object_get(d, "timestamp"));
+        job->exec_error = json_incref(m.data);
+        job->interrupted = m.kind == CMSG_INTERRUPTED;
+        job->exec_end_ms = m.timestamp;
         job_advance(job);
+        break;
+    default:
+        break;
     }
 out:
-    json_decref(root);
+    cmsg_clear(&m);
 }
 
 /* ---- reconcile: where is each job, according to /queue? ------------------- */
@@ -1245,6 +1159,77 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     if (jobs->n > 0 && (!jobs->ws_up || quiet >= jobs->cfg->reconcile_interval_ms))
         reconcile(jobs);
     evict(jobs, 1);
+}
+
+/* Time limits of jobs in flight: queue wait, execution, and silence. */
+static void
+on_deadlines(evutil_socket_t fd, short what, void *arg)
+{
+    struct jobs *jobs = arg;
+    const struct config *cfg = jobs->cfg;
+    double now = util_mono_ms();
+    char **pids, why[300];
+    struct job *job;
+    size_t i, n = 0;
+
+    (void)fd;
+    (void)what;
+    if (jobs->n == 0)
+        return;
+    /* Aborting runs watchers that may end other jobs: walk a snapshot. */
+    pids = xcalloc((size_t)jobs->n + 1, sizeof(*pids));
+    TAILQ_FOREACH(job, &jobs->list, link)
+        pids[n++] = xstrdup(job->prompt_id);
+    for (i = 0; i < n; i++) {
+        job = find_job(jobs, pids[i]);
+        if (job == NULL || job->cancelling || job->state == JS_SUBMITTING)
+            continue;
+        if (job->state == JS_QUEUED && cfg->queue_timeout_s > 0 && job->t_accepted > 0 &&
+            now - job->t_accepted > cfg->queue_timeout_s * 1000.0) {
+            snprintf(why, sizeof(why), "the job waited more than QUEUE_TIMEOUT_S=%d s in "
+                     "ComfyUI's queue and was removed from it", cfg->queue_timeout_s);
+            job_abort(job, 504, "queue_timeout", why);
+        } else if (job->state == JS_RUNNING && cfg->execution_timeout_s > 0 &&
+                   job->t_started > 0 &&
+                   now - job->t_started > cfg->execution_timeout_s * 1000.0) {
+            snprintf(why, sizeof(why), "the job ran longer than EXECUTION_TIMEOUT_S=%d s and "
+                     "was interrupted", cfg->execution_timeout_s);
+            job_abort(job, 504, "execution_timeout", why);
+        } else if (job->state == JS_RUNNING && cfg->hang_timeout_s > 0 && jobs->ws_up &&
+                   job->last_progress > 0 && now - jobs->last_ws_up > cfg->hang_timeout_s * 1000.0 &&
+                   now - job->last_progress > cfg->hang_timeout_s * 1000.0) {
+            snprintf(why, sizeof(why), "ComfyUI made no progress on this job for %d s "
+                     "(HANG_TIMEOUT_S): it seems hung", cfg->hang_timeout_s);
+            /* A hung ComfyUI will not act on an interrupt: end the job now
+             * and let the owner restart ComfyUI. */
+            job->cancelling = 1;
+            job->abort_status = 504;
+            job->abort_type = "hang";
+            snprintf(job->cancel_why, sizeof(job->cancel_why), "%s", why);
+            rlog_error(job->id, "%s", why);
+            job_finish(job, 504, cancelled_body(job));
+            if (jobs->hang != NULL)
+                jobs->hang(why, jobs->hang_arg);
+        }
+    }
+    for (i = 0; i < n; i++)
+        free(pids[i]);
+    free(pids);
+}
+
+void
+jobs_set_hang_cb(struct jobs *jobs, jobs_hang_fn fn, void *arg)
+{
+    jobs->hang = fn;
+    jobs->hang_arg = arg;
+}
+
+int
+jobs_retry_after_s(const struct jobs *jobs, int excess)
+{
+    double s = (jobs->avg_ms > 0 ? jobs->avg_ms : 5000) / 1000.0 * (excess > 0 ? excess : 1);
+
+    return s < 1 ? 1 : s > 300 ? 300 : (int)(s + 0.999);
 }
 
 /* ---- finished jobs ---------------------------------------------------------- */
@@ -1534,6 +1519,10 @@ jobs_new(struct event_base *base, struct httpc *http, const struct config *cfg,
     tv.tv_sec = cfg->reconcile_interval_ms / 1000;
     tv.tv_usec = (cfg->reconcile_interval_ms % 1000) * 1000;
     event_add(jobs->tick, &tv);
+    jobs->deadlines = event_new(base, -1, EV_PERSIST, on_deadlines, jobs);
+    tv.tv_sec = 0;
+    tv.tv_usec = 200000;
+    event_add(jobs->deadlines, &tv);
     return jobs;
 }
 
@@ -1592,5 +1581,6 @@ jobs_free(struct jobs *jobs)
         job_free(job);
     }
     event_free(jobs->tick);
+    event_free(jobs->deadlines);
     free(jobs);
 }

@@ -76,12 +76,22 @@ typedef void (*job_watch_fn)(struct job *job, enum job_event ev,
  * timeout), so the owner can update its idea of ComfyUI's state. */
 typedef void (*jobs_unreachable_fn)(const char *why, void *arg);
 
+/* Called when a job is found hung (no progress for HANG_TIMEOUT_S), after
+ * that job has been answered 504, so the owner can restart ComfyUI. */
+typedef void (*jobs_hang_fn)(const char *why, void *arg);
+
 struct jobs *jobs_new(struct event_base *base, struct httpc *http,
                       const struct config *cfg, const char *client_id);
 void jobs_free(struct jobs *jobs);
 
 void jobs_set_unreachable_cb(struct jobs *jobs, jobs_unreachable_fn fn,
                              void *arg);
+
+void jobs_set_hang_cb(struct jobs *jobs, jobs_hang_fn fn, void *arg);
+
+/* Seconds a client turned away for a full queue should wait: the recent
+ * average job time times the jobs in excess. */
+int jobs_retry_after_s(const struct jobs *jobs, int excess);
 
 /* Submit a graph (borrowed; a reference is taken) under request id `id`;
  * input (borrowed, may be NULL) is the template input to report back.

@@ -36,7 +36,6 @@ struct life {
     void *up_arg;
     int (*drain)(void *);  /* work that must finish before exiting */
     void *drain_arg;
-    double exit_deadline;
 
     enum comfy_state state;
     int ws_connected;
@@ -50,7 +49,9 @@ struct life {
     struct event *check_timer;
     struct httpc_call *check_call;
     struct event *restart_timer;
-    struct event *exit_timer;
+    struct event *stop_timer;
+    int stop_phase; /* 0 running; 1..4 see stop_step */
+    double grace_deadline, hooks_deadline;
     char url[300];
 };
 
@@ -227,6 +228,23 @@ on_unreachable(const char *why, void *arg)
 }
 
 static void
+on_hang(const char *why, void *arg)
+{
+    struct life *l = arg;
+
+    (void)why;
+    if (l->stopping)
+        return;
+    if (sup_running(l->sup)) {
+        log_error("ComfyUI seems hung; killing it (ALWAYS_RESTART_COMFYUI=%s)",
+                  l->cfg->always_restart ? "true: it will be restarted" : "false: exiting");
+        sup_kill(l->sup); /* on_child_exit applies the restart policy */
+    } else {
+        log_error("ComfyUI seems hung, and it is not ours to restart (CMD is empty)");
+    }
+}
+
+static void
 on_restart_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct life *l = arg;
@@ -246,32 +264,70 @@ on_restart_timer(evutil_socket_t fd, short what, void *arg)
     schedule_check(l, l->cfg->startup_check_interval_s);
 }
 
-static void
-on_exit_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct life *l = arg;
-    struct timeval tv = {0, 100000};
+static void stop_step(struct life *l);
 
+static void
+on_stop_timer(evutil_socket_t fd, short what, void *arg)
+{
     (void)fd;
     (void)what;
-    /* Webhooks owed for jobs that just failed are delivered first, within
-     * the time their own limits allow. */
-    if (l->drain != NULL && l->drain(l->drain_arg) > 0 && util_mono_ms() < l->exit_deadline) {
-        evtimer_add(l->exit_timer, &tv);
-        return;
-    }
-    event_base_loopexit(l->base, NULL);
+    stop_step(arg);
 }
 
-/* Leave the loop shortly: the replies just queued need a moment to reach
- * their clients before the process exits. */
+/* The shutdown, one step per tick of stop_timer:
+ *   1. jobs in flight get until the grace deadline to finish;
+ *   2. the rest fail (503, prompt.failed) and the webhooks owed get a last
+ *      short window to be delivered;
+ *   3. ComfyUI is stopped (SIGTERM, SIGKILL after COMFY_STOP_TIMEOUT_S);
+ *   4. the loop ends a moment later, once the last replies are written. */
 static void
-leave_loop(struct life *l)
+stop_step(struct life *l)
 {
-    if (l->exit_timer == NULL)
-        l->exit_timer = evtimer_new(l->base, on_exit_timer, l);
-    l->exit_deadline = util_mono_ms() + 1000.0 * l->cfg->webhook_max_total_s;
-    set_timer(l->exit_timer, 0.2);
+    struct timeval tick = {0, 100000};
+    double now = util_mono_ms();
+
+    switch (l->stop_phase) {
+    case 1:
+        if (jobs_in_flight(l->jobs) > 0 && now < l->grace_deadline)
+            break;
+        if (jobs_in_flight(l->jobs) > 0) {
+            log_warn("shutdown: %d job(s) did not finish within SHUTDOWN_GRACE_S=%d s",
+                     jobs_in_flight(l->jobs), l->cfg->shutdown_grace_s);
+            jobs_fail_all(l->jobs, 503,
+                          "the server is shutting down and the job did not finish "
+                          "within SHUTDOWN_GRACE_S");
+        }
+        l->stop_phase = 2;
+        {
+            double last = (l->cfg->webhook_timeout_s < 5 ? l->cfg->webhook_timeout_s : 5) * 1000.0;
+            l->hooks_deadline = now + last > l->grace_deadline ? now + last : l->grace_deadline;
+        }
+        /* fall through */
+    case 2:
+        if (l->drain != NULL && l->drain(l->drain_arg) > 0 && now < l->hooks_deadline)
+            break;
+        if (l->drain != NULL && l->drain(l->drain_arg) > 0)
+            log_warn("shutdown: %d webhook(s) not delivered in time", l->drain(l->drain_arg));
+        l->stop_phase = 3;
+        if (sup_running(l->sup)) {
+            sup_stop(l->sup, l->cfg->comfy_stop_timeout_s);
+            return; /* on_child_exit continues with phase 4 */
+        }
+        /* fall through */
+    case 3:
+        if (sup_running(l->sup))
+            return;
+        l->stop_phase = 4;
+        /* A moment for the last replies to reach their clients. */
+        set_timer(l->stop_timer, 0.2);
+        return;
+    case 4:
+        event_base_loopexit(l->base, NULL);
+        return;
+    default:
+        return;
+    }
+    evtimer_add(l->stop_timer, &tick);
 }
 
 static void
@@ -291,7 +347,8 @@ on_child_exit(int status, void *arg)
              desc);
     jobs_fail_all(l->jobs, 502, msg);
     if (l->stopping) {
-        leave_loop(l);
+        if (l->stop_phase == 3)
+            stop_step(l);
         return;
     }
     if (!l->cfg->always_restart) {
@@ -350,6 +407,7 @@ life_new(struct event_base *base, const struct config *cfg, struct httpc *http,
     l->restart_delay_s = 1;
     l->check_timer = evtimer_new(base, on_check_timer, l);
     l->restart_timer = evtimer_new(base, on_restart_timer, l);
+    l->stop_timer = evtimer_new(base, on_stop_timer, l);
     if (strchr(cfg->direct_address, ':') != NULL)
         snprintf(l->url, sizeof(l->url), "http://[%s]:%d", cfg->direct_address,
                  cfg->comfy_port);
@@ -357,6 +415,7 @@ life_new(struct event_base *base, const struct config *cfg, struct httpc *http,
         snprintf(l->url, sizeof(l->url), "http://%s:%d", cfg->direct_address,
                  cfg->comfy_port);
     jobs_set_unreachable_cb(jobs, on_unreachable, l);
+    jobs_set_hang_cb(jobs, on_hang, l);
     return l;
 }
 
@@ -386,6 +445,8 @@ load_warmup(const char *path, char *err, size_t errlen)
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr), *graph;
     struct req_options opt = {.prepend_filenames = 1};
+
+    opt.max_nodes = 0; /* the operator's own file */
     struct req_error rerr;
 
     if (root == NULL) {
@@ -470,19 +531,17 @@ life_shutdown(struct life *l, int code)
         return;
     l->stopping = 1;
     l->exit_code = code;
-    log_info("shutting down (exit status %d)", code);
+    log_info("shutting down (exit status %d): %d job(s) in flight, up to %d s to finish",
+             code, jobs_in_flight(l->jobs), l->cfg->shutdown_grace_s);
     if (l->check_call != NULL) {
         httpc_cancel(l->check_call);
         l->check_call = NULL;
     }
     evtimer_del(l->check_timer);
     evtimer_del(l->restart_timer);
-    jobs_fail_all(l->jobs, 503, "the server is shutting down");
-    if (sup_running(l->sup)) {
-        sup_stop(l->sup, l->cfg->comfy_stop_timeout_s);
-        return; /* on_child_exit leaves the loop */
-    }
-    leave_loop(l);
+    l->grace_deadline = util_mono_ms() + 1000.0 * l->cfg->shutdown_grace_s;
+    l->stop_phase = 1;
+    stop_step(l);
 }
 
 int
@@ -501,8 +560,7 @@ life_free(struct life *l)
     sup_free(l->sup);
     event_free(l->check_timer);
     event_free(l->restart_timer);
-    if (l->exit_timer != NULL)
-        event_free(l->exit_timer);
+    event_free(l->stop_timer);
     json_decref(l->warmup);
     free(l);
 }

@@ -329,6 +329,16 @@ sup_stop(struct sup *s, int timeout_s)
 }
 
 void
+sup_kill(struct sup *s)
+{
+    if (s == NULL || s->pid <= 0)
+        return;
+    log_warn("killing ComfyUI (pid %d)", (int)s->pid);
+    kill(-s->pid, SIGKILL);
+    kill(s->pid, SIGKILL);
+}
+
+void
 sup_free(struct sup *s)
 {
     if (s == NULL)

@@ -28,6 +28,10 @@ int sup_running(const struct sup *s);
  * exit callback still runs when it is reaped. No-op without a child. */
 void sup_stop(struct sup *s, int timeout_s);
 
+/* SIGKILL the child's process group now (a hung ComfyUI); the exit
+ * callback follows when it is reaped. */
+void sup_kill(struct sup *s);
+
 /* Kill (SIGKILL) any child still running and free. */
 void sup_free(struct sup *s);
 

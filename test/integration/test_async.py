@@ -20,6 +20,7 @@ import os
 import random
 import re
 import select
+import signal
 import socket
 import time
 import uuid
@@ -820,6 +821,11 @@ class AsyncTests(AsyncCase):
         r = self.sc.post_prompt({"id": rid, "prompt": graphs.empty_image(16, 16, prefix="r9"),
                                  "webhook_v2": rx.url("/lim")})
         self.assertEqual(r.status, 202, r)
+        rx.wait_for(1, timeout=15)
+        # waiting for the retry: the status says so (a 1 s window)
+        j = self.wait_status(rid, "completed", timeout=0.9,
+                             pred=lambda j: (j.get("webhook") or {}).get("state") == "retrying").json
+        self.assertEqual(j["webhook"].get("last_status"), 429, j)
         hits = rx.wait_for(2, timeout=15)
         gap = hits[1].t - hits[0].t
         self.assertGreaterEqual(gap, 0.9, "Retry-After: 1 not honoured: retried after %.3fs" % gap)
@@ -827,12 +833,31 @@ class AsyncTests(AsyncCase):
         st = self.wait_webhook_state(rid, "delivered")
         self.assertEqual(st["webhook"].get("attempts"), 2, st)
 
+    def test_429_retry_after_http_date(self):
+        # RFC 9110 10.2.3: Retry-After is delay-seconds or an HTTP-date
+        import email.utils
+        when = email.utils.formatdate(time.time() + 2.5, usegmt=True)
+        rx = self.receiver(plans={"/limd": [{"status": 429, "headers": {"Retry-After": when}}, 200]})
+        rid = new_id("r429d")
+        r = self.sc.post_prompt({"id": rid, "prompt": graphs.empty_image(16, 16, prefix="rd"),
+                                 "webhook_v2": rx.url("/limd")})
+        self.assertEqual(r.status, 202, r)
+        hits = rx.wait_for(2, timeout=15)
+        gap = hits[1].t - hits[0].t
+        self.assertGreaterEqual(gap, 1.4, "Retry-After: %s (about 2.5 s ahead) not honoured: "
+                                "retried after %.3fs" % (when, gap))
+        self.wait_webhook_state(rid, "delivered")
+
     def test_hanging_receiver_times_out_and_retries(self):
         rx = self.receiver(plans={"/hang": ["hang", 200]})
         rid = new_id("rhang")
         r = self.sc.post_prompt({"id": rid, "prompt": graphs.empty_image(16, 16, prefix="rh"),
                                  "webhook_v2": rx.url("/hang")})
         self.assertEqual(r.status, 202, r)
+        rx.wait_for(1, timeout=10)
+        # the first attempt hangs for WEBHOOK_TIMEOUT_S=1: the status says "delivering"
+        self.wait_status(rid, "completed", timeout=0.8,
+                         pred=lambda j: (j.get("webhook") or {}).get("state") == "delivering")
         hits = rx.wait_for(2, timeout=10)
         gap = hits[1].t - hits[0].t
         self.assertGreaterEqual(gap, 0.9, "the hung attempt was abandoned after %.3fs, before "
@@ -1461,6 +1486,34 @@ class AsyncCrashWebhookTests(AsyncCase):
         sc.stop(expect_code=0)
 
 
+class AsyncShutdownTests(AsyncCase):
+
+    def test_sigterm_delivers_owed_webhooks(self):
+        # "A 202 means a webhook will come, complete or failed, unless the process
+        # dies": a SIGTERM is not a death; the job in flight fails and its
+        # prompt.failed reaches the receiver before the sidecar exits 0. The
+        # job is long, so it outlives a 1 s grace period.
+        sc = AsyncSidecar("async-term", env=dict(BASE_ENV, SHUTDOWN_GRACE_S="1"),
+                          emu_args=["--step-time", str(STEP_TIME)])
+        self.addCleanup(sc.kill_all)
+        sc.start_ready()
+        self.sc = sc
+        rx = self.receiver()
+        rid = new_id("term")
+        r = sc.post_prompt({"id": rid, "prompt": graphs.ksampler(
+            24, 24, seed=seed(), steps=BLOCKER_STEPS, prefix="tm"), "webhook_v2": rx.url("/t")})
+        self.assertEqual(r.status, 202, r)
+        self.wait_running(self.find_pid(rid, sc), sc)
+        sc.proc.send_signal(signal.SIGTERM)
+        rc = sc.wait_exit(15)
+        self.assertEqual(rc, 0, "exit status after SIGTERM")
+        hits = rx.matching("/t")
+        self.assertEqual(len(hits), 1, "webhooks received before the exit: %r" % hits)
+        self.assert_signed(hits[0], secrets=(SECRET_WHSEC,), rid=rid)
+        self.assertEqual(hits[0].json.get("type"), "prompt.failed", hits[0])
+        sc.stop(expect_code=0)
+
+
 class AsyncConfigTests(AsyncCase):
 
     def test_invalid_new_variables_stop_startup(self):
@@ -1513,6 +1566,24 @@ class AsyncWebhookBudgetTests(AsyncCase):
         for h in hits:
             self.assertLess(h.t - first.t, 2.2, "an attempt started after the 2 s budget")
         self.assertEqual(st["webhook"].get("attempts"), len(hits), st)
+        sc.stop(expect_code=0)
+
+    def test_retry_after_beyond_budget_gives_up(self):
+        sc = AsyncSidecar("async-budget2", env=dict(BASE_ENV, WEBHOOK_MAX_TOTAL_S="2"))
+        self.addCleanup(sc.kill_all)
+        sc.start_ready()
+        self.sc = sc
+        rx = self.receiver(plans={"/ra": [{"status": 429, "headers": {"Retry-After": "30"}}, 200]})
+        rid = new_id("ra30")
+        r = sc.post_prompt({"id": rid, "prompt": graphs.empty_image(8, 8, prefix="ra"),
+                            "webhook_v2": rx.url("/ra")})
+        self.assertEqual(r.status, 202, r)
+        first = rx.wait_for(1, timeout=10)[0]
+        st = self.wait_webhook_state(rid, "failed", timeout=5)
+        self.assertLess(time.monotonic() - first.t, 2.5, "gave up after the budget, not at once")
+        self.assertEqual(st["webhook"].get("attempts"), 1, st)
+        self.assertEqual(st["webhook"].get("last_status"), 429, st)
+        rx.assert_no_more(1, window=0.3)
         sc.stop(expect_code=0)
 
 

@@ -46,6 +46,14 @@ test_long_no_newlines(void)
         dec = malloc(n / 4 * 3 + 3);
         CHECK(b64_decode(enc, n, dec) == (long)len);
         CHECK(memcmp(dec, src, len) == 0);
+        {
+            /* libb64's encoder (without its line breaks) agrees byte for byte. */
+            char *enc2 = malloc(b64_encoded_len(len) + 1);
+            size_t n2 = b64_encode_libb64(src, len, enc2);
+            int same = n2 == n && memcmp(enc, enc2, n) == 0;
+            free(enc2);
+            CHECK(same);
+        }
         free(src);
         free(enc);
         free(dec);
