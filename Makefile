@@ -4,6 +4,7 @@
 #   make sanitize   the whole suite again with ASan + UBSan builds
 #   make run        install what is missing, build, start the emulator and the sidecar
 #   make deps       install the Debian packages the build, tests and `make run` need
+#   make bench      measure latency, memory, CPU and throughput; writes BENCHMARKS.md
 #   V=1             show the commands
 
 PKGS    := libevent jansson libcurl libwebsockets libcrypto
@@ -21,14 +22,14 @@ LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lb64 -lpthread -lm
 SRC     := src/main.c src/config.c src/log.c src/util.c src/b64.c src/request.c \
            src/httpc.c src/comfy_ws.c src/job.c src/life.c src/supervisor.c src/api.c \
            src/render.c src/webhook.c src/template.c src/openapi.c \
-           src/workflows.c
+           src/workflows.c src/comfy_msg.c
 LIBSRC  := $(filter-out src/main.c,$(SRC))
 UNITSRC := test/unit/unit_main.c test/unit/test_config.c test/unit/test_b64.c \
            test/unit/test_request.c test/unit/test_template.c test/unit/test_openapi.c
 
 BUILD   ?= build/release
 OBJ     := $(SRC:%.c=$(BUILD)/%.o)
-UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/b64.c src/request.c src/template.c src/openapi.c)
+UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/b64.c src/request.c src/template.c src/openapi.c src/comfy_msg.c)
 
 ifeq ($(V),1)
 Q :=
@@ -36,7 +37,7 @@ else
 Q := @
 endif
 
-.PHONY: all test unit sanitize run deps clean
+.PHONY: all test unit sanitize run deps clean bench
 all: comfy-sidecar
 
 comfy-sidecar: $(BUILD)/comfy-sidecar
@@ -77,6 +78,9 @@ deps:
 run: deps
 	$(Q)$(MAKE) --no-print-directory comfy-sidecar
 	$(Q)bash scripts/run-demo.sh
+
+bench: comfy-sidecar
+	$(Q)bash bench/run.sh
 
 clean:
 	rm -rf build comfy-sidecar
