@@ -866,8 +866,10 @@ serve_file(struct api *api, struct evhttp_request *req, const char *dir, const c
     evbuffer_add_file(out, fd, 0, st.st_size);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       mime_type(name));
+    /* Pages must follow an upgrade at once; the library files may be
+     * cached (their names change with their version). */
     evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control",
-                      "public, max-age=3600");
+                      strcmp(name, "index.html") == 0 ? "no-cache" : "public, max-age=3600");
     evhttp_send_reply(req, 200, "OK", out);
     evbuffer_free(out);
 }

@@ -1329,7 +1329,8 @@ job_status_json(const struct job *job)
 
     json_object_set_new(o, "id", json_string(job->id));
     json_object_set_new(o, "status", json_string(names[job->status]));
-    if (!job->finished && job->status == JOB_QUEUED)
+    /* Until ComfyUI has answered, the job has no place in its queue yet. */
+    if (!job->finished && job->status == JOB_QUEUED && job->number >= 0)
         json_object_set_new(o, "queue_position", json_integer(queue_position(job)));
     if (!job->finished && job->status == JOB_RUNNING)
         json_object_set_new(o, "progress",
