@@ -22,7 +22,7 @@ LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lb64 -lpthread -lm
 SRC     := src/main.c src/config.c src/log.c src/util.c src/b64.c src/request.c \
            src/httpc.c src/comfy_ws.c src/job.c src/life.c src/supervisor.c src/api.c \
            src/render.c src/webhook.c src/template.c src/openapi.c \
-           src/workflows.c src/comfy_msg.c
+           src/workflows.c src/comfy_msg.c src/metrics.c src/salad.c
 LIBSRC  := $(filter-out src/main.c,$(SRC))
 UNITSRC := test/unit/unit_main.c test/unit/test_config.c test/unit/test_b64.c \
            test/unit/test_request.c test/unit/test_template.c test/unit/test_openapi.c

@@ -11,6 +11,7 @@ PKGS=(
   libevent-dev libjansson-dev libcurl4-openssl-dev libb64-dev libwebsockets-dev libssl-dev
   python3 python3-aiohttp python3-pil python3-yaml
   curl jq patchelf
+  chromium clang libclang-rt-14-dev valgrind
 )
 # Node.js runs the independent checkers (webhook signatures, Dockerfile lint);
 # any recent one will do, Debian's included.
@@ -37,12 +38,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # npm packages: only when their lock file changed or they are absent.
-for dir in test/node test/deploy; do
+#   web/        Swagger UI files served at /docs (runtime; no install scripts)
+#   test/node/  signature verifier, OpenAPI validator, playwright-core
+#   test/deploy Dockerfile linters
+for dir in web test/node test/deploy; do
   [ -f "$dir/package-lock.json" ] || continue
   stamp="$dir/node_modules/.installed-lock"
   if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
     echo "install-deps: npm ci in $dir"
-    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+    flags=(--no-audit --no-fund --loglevel=error)
+    [ "$dir" = web ] && flags+=(--omit=dev --ignore-scripts)
+    npm ci --prefix "$dir" "${flags[@]}" >/dev/null
     cp "$dir/package-lock.json" "$stamp"
   fi
 done

@@ -36,6 +36,7 @@
 #include "job.h"
 #include "life.h"
 #include "log.h"
+#include "metrics.h"
 #include "render.h"
 #include "request.h"
 #include "util.h"
@@ -117,6 +118,7 @@ reply_json(struct evhttp_request *req, int status, json_t *body)
     json_dump_callback(body, render_dump_cb, out, JSON_COMPACT);
     evbuffer_add(out, "\n", 1);
     json_decref(body);
+    met_bytes(evbuffer_get_length(out));
     if (evhttp_find_header(h, "Content-Type") == NULL)
         evhttp_add_header(h, "Content-Type", "application/json");
     evhttp_send_reply(req, status, reason(status), out);
@@ -174,6 +176,7 @@ evhttp_send_error(struct evhttp_request *req, int error, const char *reason_phra
     }
     /* libevent closes the connection after its own errors; keep that. */
     evhttp_add_header(h, "Connection", "close");
+    met_http("invalid", error, 0);
     reply_error(req, error, location, msg);
 }
 
@@ -382,6 +385,7 @@ sse_send(struct waiter *w, const char *event, struct evbuffer *data)
     evbuffer_add_printf(out, "event: %s\ndata: ", event);
     evbuffer_add_buffer(out, data);
     evbuffer_add(out, "\n\n", 2);
+    met_bytes(evbuffer_get_length(out));
     evhttp_send_reply_chunk(w->req, out);
     evbuffer_free(out);
 }
@@ -581,6 +585,7 @@ on_sync_event(struct job *job, enum job_event ev, const void *data, void *arg)
 
         render_result(out, res, NULL, 1, 1, NULL, 0);
         evbuffer_add(out, "\n", 1);
+        met_bytes(evbuffer_get_length(out));
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                           "application/json");
         evhttp_send_reply(req, 200, "OK", out);
@@ -862,6 +867,7 @@ serve_file(struct api *api, struct evhttp_request *req, const char *dir, const c
         return;
     }
     out = evbuffer_new();
+    met_bytes((size_t)st.st_size);
     /* evbuffer_add_file takes the descriptor and sends without copying. */
     evbuffer_add_file(out, fd, 0, st.st_size);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
@@ -1063,6 +1069,75 @@ handle_job_route(struct api *api, struct evhttp_request *req, const char *rest)
     }
 }
 
+/* ---- metrics ------------------------------------------------------------------ */
+
+/* A bounded label for a path: our routes, one per template, or "other". */
+static void
+route_label(struct api *api, const char *path, char *out, size_t len)
+{
+    static const char *const fixed[] = {"/health", "/ready", "/prompt", "/interrupt",
+                                        "/metrics", "/docs", "/docs/json", "/openapi.json",
+                                        "/", NULL};
+    int i;
+
+    for (i = 0; fixed[i] != NULL; i++) {
+        if (strcmp(path, fixed[i]) == 0) {
+            snprintf(out, len, "%s", fixed[i]);
+            return;
+        }
+    }
+    if (strncmp(path, "/prompt/", 8) == 0) {
+        const char *slash = strchr(path + 8, '/');
+        snprintf(out, len, "%s", slash != NULL ? "/prompt/{id}/events" : "/prompt/{id}");
+    } else if (strncmp(path, "/workflow/", 10) == 0 && tpl_find(wf_set(api->wf), path + 10)) {
+        snprintf(out, len, "%s", path);
+    } else if (strncmp(path, "/workflow/", 10) == 0) {
+        snprintf(out, len, "/workflow/unknown");
+    } else if (strncmp(path, "/docs/static/", 13) == 0) {
+        snprintf(out, len, "/docs/static");
+    } else {
+        snprintf(out, len, "other");
+    }
+}
+
+static void
+on_request_complete(struct evhttp_request *req, void *arg)
+{
+    struct api *api = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    char route[160];
+
+    route_label(api, path != NULL && *path != '\0' ? path : "/", route, sizeof(route));
+    met_http(route, evhttp_request_get_response_code(req), 0);
+}
+
+static void
+handle_metrics(struct api *api, struct evhttp_request *req)
+{
+    struct evbuffer *out = evbuffer_new();
+    struct life_status st;
+    struct met_gauges g;
+    struct waiter *w;
+
+    life_status(api->life, &st);
+    memset(&g, 0, sizeof(g));
+    g.queue_depth = queue_depth(api);
+    g.jobs_in_flight = jobs_in_flight(api->jobs);
+    g.comfyui_up = strcmp(st.comfyui, "up") == 0;
+    g.websocket_up = st.ws_connected;
+    g.ready = !st.stopping && g.comfyui_up && st.ws_connected && st.warm && !queue_full(api);
+    g.webhooks_pending = hooks_pending(api->hooks);
+    TAILQ_FOREACH(w, &api->waiters, link)
+        g.connections_waiting++;
+    met_render(out, &g);
+    met_bytes(evbuffer_get_length(out));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_send_reply(req, 200, "OK", out);
+    evbuffer_free(out);
+}
+
 /* ---- routing ----------------------------------------------------------------- */
 
 static void
@@ -1078,6 +1153,7 @@ on_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL || *path == '\0')
         path = "/";
+    evhttp_request_set_on_complete_cb(req, on_request_complete, api);
     if (strcmp(path, "/health") == 0) {
         if (get)
             handle_health(api, req);
@@ -1093,6 +1169,11 @@ on_request(struct evhttp_request *req, void *arg)
             handle_prompt(api, req);
         else
             allow = "POST";
+    } else if (strcmp(path, "/metrics") == 0) {
+        if (get)
+            handle_metrics(api, req);
+        else
+            allow = "GET, HEAD";
     } else if (strcmp(path, "/interrupt") == 0) {
         if (m == EVHTTP_REQ_POST)
             handle_interrupt(api, req);

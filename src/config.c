@@ -15,7 +15,7 @@
 #include "config.h"
 #include "log.h"
 
-enum cfg_type { CFG_STR, CFG_INT, CFG_DOUBLE, CFG_BOOL, CFG_LEVEL };
+enum cfg_type { CFG_STR, CFG_INT, CFG_DOUBLE, CFG_BOOL, CFG_LEVEL, CFG_LOGFMT };
 
 struct cfg_entry {
     const char *env;
@@ -61,6 +61,8 @@ static const struct cfg_entry entries[] = {
      "filename_prefix becomes <id>_<prefix> (false: <id>)"},
     {"LOG_LEVEL", CFG_LEVEL, "info", 0, 0, OFF(log_level),
      "debug, info, warn or error"},
+    {"LOG_FORMAT", CFG_LOGFMT, "text", 0, 0, OFF(log_json),
+     "text, or json for one JSON object per line"},
     {"COMFY_TIMEOUT_S", CFG_INT, "30", 1, 86400, OFF(comfy_timeout_s),
      "time limit of each HTTP call to ComfyUI"},
     {"RECONCILE_INTERVAL_MS", CFG_INT, "2000", 10, 3600000,
@@ -110,6 +112,8 @@ static const struct cfg_entry entries[] = {
      "no progress from ComfyUI this long: 504 and restart; 0: off"},
     {"SHUTDOWN_GRACE_S", CFG_INT, "20", 0, 3600, OFF(shutdown_grace_s),
      "on SIGTERM/SIGINT, time for jobs in flight and their webhooks"},
+    {"SALAD_METADATA_URL", CFG_STR, "http://169.254.169.254", 0, 0, OFF(salad_metadata_url),
+     "SaladCloud's instance metadata service (used when SALAD_* variables are set)"},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))
@@ -202,6 +206,13 @@ apply(struct config *cfg, const struct cfg_entry *e, const char *val,
             return -1;
         }
         *(int *)(void *)base = bv;
+        return 0;
+    case CFG_LOGFMT:
+        if (strcasecmp(val, "text") != 0 && strcasecmp(val, "json") != 0) {
+            snprintf(err, errlen, "%s=\"%s\" is not a log format (text or json)", e->env, val);
+            return -1;
+        }
+        *(int *)(void *)base = strcasecmp(val, "json") == 0;
         return 0;
     case CFG_LEVEL:
         if (log_level_parse(val, &lv) < 0) {

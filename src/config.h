@@ -24,6 +24,7 @@ struct config {
     int max_body_size_mb;
     int prepend_filenames;
     int log_level; /* enum log_level */
+    int log_json;  /* LOG_FORMAT=json */
     int comfy_timeout_s;
     int reconcile_interval_ms;
     int max_output_mb;
@@ -48,6 +49,7 @@ struct config {
     int execution_timeout_s;
     int hang_timeout_s;
     int shutdown_grace_s;
+    char *salad_metadata_url;
 };
 
 /* Fill cfg from the environment (getenv), applying defaults and validating

@@ -19,6 +19,7 @@
 #include "httpc.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "util.h"
 
@@ -416,6 +417,18 @@ job_finish(struct job *job, int status, json_t *error)
         rlog_warn(job->id, "job %s: prompt_id=%s status=%d: %s",
                   status == 409 ? "cancelled" : "failed", job->prompt_id, status,
                   log_escape(esc, sizeof(esc), msg, strlen(msg)));
+    }
+    {
+        double now = util_mono_ms();
+        double queue_s = job->t_started > 0 && job->t_accepted > 0
+                             ? (job->t_started - job->t_accepted) / 1000
+                             : -1;
+        double exec_s = job->t_started > 0
+                            ? ((job->t_exec_done > 0 ? job->t_exec_done : now) - job->t_started) / 1000
+                            : -1;
+        met_job(status == 200 ? MET_COMPLETED : status == 409 ? MET_CANCELLED
+                : status == 504 ? MET_TIMEOUT : MET_FAILED,
+                queue_s, exec_s, (now - job->t_received) / 1000);
     }
     TAILQ_INSERT_TAIL(&jobs->done, job, link);
     jobs->n_done++;

@@ -17,6 +17,7 @@
 #include "job.h"
 #include "life.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "supervisor.h"
 #include "util.h"
@@ -256,6 +257,7 @@ on_restart_timer(evutil_socket_t fd, short what, void *arg)
     l->state = CS_STARTING;
     l->tries = 0;
     l->ever_up = 0;
+    met_comfy_restart();
     if (sup_start(l->sup) < 0) {
         log_error("cannot restart ComfyUI; exiting");
         life_shutdown(l, 1);

@@ -15,6 +15,7 @@
 #include "log.h"
 
 enum log_level log_min_level = LOG_INFO;
+static int json_lines;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
@@ -41,6 +42,83 @@ log_set_level(enum log_level level)
 }
 
 void
+log_set_json(int on)
+{
+    json_lines = on;
+}
+
+/* Length of the valid UTF-8 sequence starting at s (at most n bytes), or 0
+ * if it is not valid: JSON lines must stay valid JSON whatever ComfyUI or a
+ * client wrote. */
+static size_t
+utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len, i;
+    unsigned cp;
+
+    if (s[0] < 0x80)
+        return 1;
+    if ((s[0] & 0xe0) == 0xc0) {
+        len = 2;
+        cp = s[0] & 0x1f;
+    } else if ((s[0] & 0xf0) == 0xe0) {
+        len = 3;
+        cp = s[0] & 0x0f;
+    } else if ((s[0] & 0xf8) == 0xf0) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* Append src as the inside of a JSON string. Returns the new length. */
+static size_t
+json_append(char *dst, size_t n, size_t cap, const char *src, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0;
+
+    while (i < len && n + 8 < cap) {
+        unsigned char c = (unsigned char)src[i];
+        size_t k;
+
+        if (c == '"' || c == '\\') {
+            dst[n++] = '\\';
+            dst[n++] = (char)c;
+            i++;
+        } else if (c == '\n') {
+            dst[n++] = '\\';
+            dst[n++] = 'n';
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            n += (size_t)snprintf(dst + n, cap - n, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
+            i++;
+        } else if ((k = utf8_len((const unsigned char *)src + i, len - i)) == 0) {
+            memcpy(dst + n, "\\ufffd", 6);
+            n += 6;
+            i++;
+        } else {
+            memcpy(dst + n, src + i, k);
+            n += k;
+            i += k;
+        }
+    }
+    return n;
+}
+
+void
 log_write(enum log_level level, const char *req, const char *fmt, ...)
 {
     char line[4096];
@@ -52,6 +130,34 @@ log_write(enum log_level level, const char *req, const char *fmt, ...)
 
     if (level < LOG_DEBUG || level > LOG_ERROR)
         level = LOG_ERROR;
+    if (json_lines) {
+        char msg[4096], ts_buf[40];
+        static const char *const lower[] = {"debug", "info", "warn", "error"};
+
+        va_start(ap, fmt);
+        r = vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        n = strftime(ts_buf, sizeof(ts_buf), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(ts_buf + n, sizeof(ts_buf) - n, ".%03ldZ", ts.tv_nsec / 1000000L);
+        n = (size_t)snprintf(line, sizeof(line), "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"",
+                             ts_buf, lower[level]);
+        n = json_append(line, n, sizeof(line) - 64 - (req != NULL ? 2 * strlen(req) : 0), msg,
+                        r < 0 ? 0 : (size_t)r < sizeof(msg) ? (size_t)r : sizeof(msg) - 1);
+        line[n++] = '"';
+        if (req != NULL) {
+            memcpy(line + n, ",\"req\":\"", 8);
+            n += 8;
+            n = json_append(line, n, sizeof(line) - 4, req, strlen(req));
+            line[n++] = '"';
+        }
+        line[n++] = '}';
+        line[n++] = '\n';
+        if (write(STDERR_FILENO, line, n) < 0)
+            return;
+        return;
+    }
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);

@@ -19,6 +19,10 @@ int log_level_parse(const char *name, enum log_level *out);
 
 void log_set_level(enum log_level level);
 
+/* 1: one JSON object per line ({"time","level","msg","req"?}) for log
+ * shippers; 0: text (the default). */
+void log_set_json(int on);
+
 /* Write one line. req may be NULL. Thread-safe (one write(2) per line). */
 void log_write(enum log_level level, const char *req, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -21,6 +21,7 @@
 #include "util.h"
 #include "webhook.h"
 #include "workflows.h"
+#include "salad.h"
 
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
@@ -47,6 +48,15 @@ on_comfy_up(void *arg)
     wf_refresh_object_info(arg);
 }
 
+/* What SaladCloud should weigh when choosing an instance to remove. */
+static int
+salad_depth_cb(void *arg)
+{
+    int ours = jobs_in_flight(arg), theirs = jobs_queue_depth(arg);
+
+    return ours > theirs ? ours : theirs;
+}
+
 static int
 hooks_pending_cb(void *arg)
 {
@@ -65,6 +75,7 @@ main(int argc, char **argv)
     struct api *api = NULL;
     struct hooks *hooks = NULL;
     struct wf *wf = NULL;
+    struct salad *salad = NULL;
     struct event *sighup = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
     struct ws_options wo;
@@ -90,6 +101,7 @@ main(int argc, char **argv)
         return 1;
     }
     log_set_level((enum log_level)cfg.log_level);
+    log_set_json(cfg.log_json);
     log_hook_libraries();
     log_info("comfy-sidecar %s starting", SIDECAR_VERSION);
     cfg_log(&cfg);
@@ -122,6 +134,7 @@ main(int argc, char **argv)
     wf = wf_new(base, http, &cfg);
     life_set_up_cb(life, on_comfy_up, wf);
     api = api_new(base, &cfg, jobs, life, hooks, wf);
+    salad = salad_new(base, http, &cfg, salad_depth_cb, jobs);
     if (api_listen(api, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
@@ -164,6 +177,7 @@ out:
         event_free(sigint);
     if (sighup != NULL)
         event_free(sighup);
+    salad_free(salad);
     api_free(api);
     wf_free(wf);
     hooks_free(hooks);

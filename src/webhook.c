@@ -20,6 +20,7 @@
 #include "httpc.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "render.h"
 #include "util.h"
 #include "webhook.h"
@@ -216,6 +217,7 @@ finish(struct delivery *d, const char *state)
 
     hs->state = state;
     hs->pending = 0;
+    met_webhook(strcmp(state, "delivered") == 0 ? MET_HOOK_DELIVERED : MET_HOOK_FAILED);
     delivery_free(d);
 }
 
@@ -309,6 +311,7 @@ attempt(struct delivery *d)
 
     d->attempt++;
     hs->attempts++;
+    met_webhook_attempt();
     hs->state = "delivering";
     memset(&rq, 0, sizeof(rq));
     rq.method = "POST";

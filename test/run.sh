@@ -30,5 +30,7 @@ SIDECAR_BIN=${SIDECAR_BIN:-$PWD/comfy-sidecar} \
   run_suite deploy $PY test/pyrunner.py test/deploy --name deploy
 SIDECAR_BIN=${SIDECAR_BIN:-$PWD/comfy-sidecar} \
   run_suite integration $PY test/pyrunner.py test/integration --name integration
+SIDECAR_BIN=${SIDECAR_BIN:-$PWD/comfy-sidecar} \
+  run_suite browser $PY test/pyrunner.py test/browser --name browser
 echo "$total_p passed, $total_f failed"
 [ "$total_f" -eq 0 ]
