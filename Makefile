@@ -5,9 +5,12 @@
 #   make run        install what is missing, build, start the emulator and the sidecar
 #   make deps       install the Debian packages the build, tests and `make run` need
 #   make bench      measure latency, memory, CPU and throughput; writes BENCHMARKS.md
+#   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
+#   make soak       10,000 requests with faults injected: flat memory, nothing lost
+#   make valgrind   part of the integration suite under valgrind
 #   V=1             show the commands
 
-PKGS    := libevent jansson libcurl libwebsockets libcrypto
+PKGS    := libevent jansson libcurl libwebsockets libcrypto vips
 CC      ?= cc
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -19,17 +22,18 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lb64 -lpthread -lm
 
-SRC     := src/main.c src/config.c src/log.c src/util.c src/b64.c src/request.c \
+SRC     := src/main.c src/config.c src/log.c src/util.c src/utf8.c src/b64.c src/request.c \
            src/httpc.c src/comfy_ws.c src/job.c src/life.c src/supervisor.c src/api.c \
            src/render.c src/webhook.c src/template.c src/openapi.c \
-           src/workflows.c src/comfy_msg.c src/metrics.c src/salad.c
+           src/workflows.c src/comfy_msg.c src/metrics.c src/salad.c src/media.c \
+           src/convert.c
 LIBSRC  := $(filter-out src/main.c,$(SRC))
 UNITSRC := test/unit/unit_main.c test/unit/test_config.c test/unit/test_b64.c \
            test/unit/test_request.c test/unit/test_template.c test/unit/test_openapi.c
 
 BUILD   ?= build/release
 OBJ     := $(SRC:%.c=$(BUILD)/%.o)
-UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/b64.c src/request.c src/template.c src/openapi.c src/comfy_msg.c)
+UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/utf8.c src/b64.c src/request.c src/template.c src/openapi.c src/comfy_msg.c src/convert.c)
 
 ifeq ($(V),1)
 Q :=
@@ -37,7 +41,7 @@ else
 Q := @
 endif
 
-.PHONY: all test unit sanitize run deps clean bench
+.PHONY: all test unit sanitize run deps clean bench fuzz soak valgrind
 all: comfy-sidecar
 
 comfy-sidecar: $(BUILD)/comfy-sidecar
@@ -81,6 +85,16 @@ run: deps
 
 bench: comfy-sidecar
 	$(Q)bash bench/run.sh
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(Q)bash test/fuzz/run.sh fuzz $(FUZZ_SECONDS)
+
+soak: comfy-sidecar
+	$(Q)bash test/soak/run.sh
+
+valgrind: comfy-sidecar
+	$(Q)bash test/soak/valgrind.sh
 
 clean:
 	rm -rf build comfy-sidecar

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(
   build-essential pkg-config
-  libevent-dev libjansson-dev libcurl4-openssl-dev libb64-dev libwebsockets-dev libssl-dev
+  libevent-dev libjansson-dev libcurl4-openssl-dev libb64-dev libwebsockets-dev libssl-dev libvips-dev
   python3 python3-aiohttp python3-pil python3-yaml
   curl jq patchelf
   chromium clang libclang-rt-14-dev valgrind

@@ -36,6 +36,7 @@
 #include "job.h"
 #include "life.h"
 #include "log.h"
+#include "media.h"
 #include "metrics.h"
 #include "render.h"
 #include "request.h"
@@ -83,7 +84,13 @@ struct api {
     struct wf *wf;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
+    struct conn **conns;
+    size_t n_conns, cap_conns;
+    int accept_paused;
+    struct event *sweep_timer;
     struct waiter_list waiters;
+    TAILQ_HEAD(, pending) pending;
+    struct media *media;
     struct event *peek_timer;
     struct event *heartbeat_timer;
 };
@@ -652,20 +659,107 @@ wants_sse(struct evhttp_request *req)
     return a != NULL && strcasestr(a, "text/event-stream") != NULL;
 }
 
-/* Submit a checked graph and arrange the answer: synchronous images, a 202
- * for webhooks, or an event stream. Takes nothing; copies what it keeps. */
-void api_run_job(struct api *api, struct evhttp_request *req, const char *id,
-                 json_t *prompt, json_t *input, const char *webhook,
-                 const char *webhook_v2, double t0);
+/* A request whose input images are being downloaded or uploaded before
+ * its job can be submitted. */
+struct pending {
+    TAILQ_ENTRY(pending) link;
+    struct api *api;
+    struct evhttp_request *req;
+    struct media_prep *prep;
+    char id[REQ_ID_MAX + 1];
+    json_t *prompt, *input;
+    char *webhook, *webhook_v2;
+    int has_convert;
+    struct conv_opts convert;
+    double t0;
+};
 
-void
-api_run_job(struct api *api, struct evhttp_request *req, const char *id,
-            json_t *prompt, json_t *input, const char *webhook,
-            const char *webhook_v2, double t0)
+static void
+pending_free(struct pending *p)
+{
+    TAILQ_REMOVE(&p->api->pending, p, link);
+    json_decref(p->prompt);
+    json_decref(p->input);
+    free(p->webhook);
+    free(p->webhook_v2);
+    free(p);
+}
+
+/* Submit the job and arrange the answer: synchronous images, a 202 for
+ * webhooks, or an event stream. Returns the job, or NULL if it was answered
+ * already (id in use). */
+static struct job *
+submit(struct api *api, struct evhttp_request *req, const char *id, json_t *prompt,
+       json_t *input, const char *webhook, const char *webhook_v2,
+       const struct conv_opts *convert, double t0)
 {
     struct job *job;
     struct waiter *w;
-    int retry, conflict;
+    int conflict;
+
+    job = job_submit(api->jobs, id, prompt, input, t0, &conflict);
+    if (job == NULL) {
+        reply_json(req, 409,
+                   json_pack("{s:s, s:s, s:s}", "error",
+                             "a job with this id is still in flight; use another id",
+                             "location", "id", "error_type", "id_in_use"));
+        return NULL;
+    }
+    if (convert != NULL)
+        job_set_convert(job, convert);
+    if (webhook != NULL || webhook_v2 != NULL) {
+        w = waiter_new(api, W_ACCEPT, req, id);
+        w->job = job;
+        w->webhook = webhook != NULL ? xstrdup(webhook) : NULL;
+        w->webhook_v2 = webhook_v2 != NULL ? xstrdup(webhook_v2) : NULL;
+        w->status = json_pack("{s:O}", "prompt", prompt);
+        if (input != NULL)
+            json_object_set(w->status, "input", input);
+        w->watch = job_watch(job, on_accept_event, w);
+    } else if (wants_sse(req)) {
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        const char *q = evhttp_uri_get_query(uri);
+        int previews = q != NULL && strstr(q, "previews=true") != NULL;
+        w = start_stream(api, req, job, 1, previews);
+        if (w != NULL)
+            w->owns_job = 1;
+    } else {
+        w = waiter_new(api, W_SYNC, req, id);
+        w->job = job;
+        w->watch = job_watch(job, on_sync_event, w);
+    }
+    return job;
+}
+
+static void
+on_media_done(int status, json_t *error, void *arg)
+{
+    struct pending *p = arg;
+    struct job *job;
+
+    if (status != 200) {
+        reply_json(p->req, status, error);
+        media_discard(p->prep);
+    } else {
+        job = submit(p->api, p->req, p->id, p->prompt, p->input, p->webhook, p->webhook_v2,
+                     p->has_convert ? &p->convert : NULL, p->t0);
+        media_finish(p->prep, job);
+    }
+    pending_free(p);
+}
+
+/* Check that a job can be taken, upload its input images if it has any,
+ * then submit it. Takes nothing; copies what it keeps. */
+void api_run_job(struct api *api, struct evhttp_request *req, const struct prompt_req *pr,
+                 json_t *prompt, json_t *input, double t0);
+
+void
+api_run_job(struct api *api, struct evhttp_request *req, const struct prompt_req *pr,
+            json_t *prompt, json_t *input, double t0)
+{
+    struct job *other;
+    struct pending *p;
+    int retry;
 
     if (!life_accepting(api->life, &retry)) {
         char ra[16];
@@ -693,34 +787,32 @@ api_run_job(struct api *api, struct evhttp_request *req, const char *id,
                                        atoi(ra)));
         return;
     }
-    job = job_submit(api->jobs, id, prompt, input, t0, &conflict);
-    if (job == NULL) {
+    /* Before any upload: an id in use is refused without side effects. */
+    other = jobs_find(api->jobs, pr->id);
+    if (other != NULL && !job_finished(other)) {
         reply_json(req, 409,
                    json_pack("{s:s, s:s, s:s}", "error",
                              "a job with this id is still in flight; use another id",
                              "location", "id", "error_type", "id_in_use"));
         return;
     }
-    if (webhook != NULL || webhook_v2 != NULL) {
-        w = waiter_new(api, W_ACCEPT, req, id);
-        w->job = job;
-        w->webhook = webhook != NULL ? xstrdup(webhook) : NULL;
-        w->webhook_v2 = webhook_v2 != NULL ? xstrdup(webhook_v2) : NULL;
-        w->status = json_pack("{s:O}", "prompt", prompt);
-        if (input != NULL)
-            json_object_set(w->status, "input", input);
-        w->watch = job_watch(job, on_accept_event, w);
-    } else if (wants_sse(req)) {
-        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-        const char *q = evhttp_uri_get_query(uri);
-        int previews = q != NULL && strstr(q, "previews=true") != NULL;
-        w = start_stream(api, req, job, 1, previews);
-        if (w != NULL)
-            w->owns_job = 1;
-    } else {
-        w = waiter_new(api, W_SYNC, req, id);
-        w->job = job;
-        w->watch = job_watch(job, on_sync_event, w);
+    p = xcalloc(1, sizeof(*p));
+    p->api = api;
+    p->req = req;
+    snprintf(p->id, sizeof(p->id), "%s", pr->id);
+    p->prompt = json_incref(prompt);
+    p->input = input != NULL ? json_incref(input) : NULL;
+    p->webhook = pr->webhook != NULL ? xstrdup(pr->webhook) : NULL;
+    p->webhook_v2 = pr->webhook_v2 != NULL ? xstrdup(pr->webhook_v2) : NULL;
+    p->has_convert = pr->has_convert;
+    p->convert = pr->convert;
+    p->t0 = t0;
+    TAILQ_INSERT_TAIL(&api->pending, p, link);
+    p->prep = media_prepare(api->media, prompt, pr->id, on_media_done, p);
+    if (p->prep == NULL) {
+        submit(api, req, p->id, prompt, input, p->webhook, p->webhook_v2,
+               p->has_convert ? &p->convert : NULL, t0);
+        pending_free(p);
     }
 }
 
@@ -742,7 +834,7 @@ handle_prompt(struct api *api, struct evhttp_request *req)
         reply_error(req, err.status, err.location, err.message);
         return;
     }
-    api_run_job(api, req, pr.id, pr.prompt, NULL, pr.webhook, pr.webhook_v2, t0);
+    api_run_job(api, req, &pr, pr.prompt, NULL, t0);
     preq_free(&pr);
 }
 
@@ -807,7 +899,7 @@ handle_workflow(struct api *api, struct evhttp_request *req, const char *path)
         reply_error(req, err.status, err.location, err.message);
         goto out;
     }
-    api_run_job(api, req, pr.id, graph, filled, pr.webhook, pr.webhook_v2, t0);
+    api_run_job(api, req, &pr, graph, filled, t0);
 out:
     json_decref(graph);
     json_decref(filled);
@@ -878,6 +970,37 @@ serve_file(struct api *api, struct evhttp_request *req, const char *dir, const c
                       strcmp(name, "index.html") == 0 ? "no-cache" : "public, max-age=3600");
     evhttp_send_reply(req, 200, "OK", out);
     evbuffer_free(out);
+}
+
+static void
+on_models(json_t *models, const char *error, void *arg)
+{
+    struct waiter *w = arg;
+
+    waiter_detach(w);
+    if (w->gone)
+        evhttp_send_reply(w->req, 499, "Client Closed Request", NULL);
+    else if (models == NULL)
+        reply_error(w->req, 502, "comfyui", error != NULL ? error : "ComfyUI failed");
+    else
+        reply_json(w->req, 200, models);
+    waiter_free(w);
+}
+
+static void
+handle_models(struct api *api, struct evhttp_request *req)
+{
+    struct life_status st;
+    struct waiter *w;
+
+    life_status(api->life, &st);
+    if (strcmp(st.comfyui, "up") != 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
+        reply_error(req, 503, "comfyui", "ComfyUI is not running; retry later");
+        return;
+    }
+    w = waiter_new(api, W_FETCH, req, "models");
+    wf_fetch_models(api->wf, on_models, w);
 }
 
 static void
@@ -1069,6 +1192,156 @@ handle_job_route(struct api *api, struct evhttp_request *req, const char *rest)
     }
 }
 
+/* ---- connections ------------------------------------------------------------------
+ *
+ * libevent 2.1 offers no hook for a connection's end and only an inactivity
+ * timeout, which a client dripping one byte at a time never trips. So each
+ * connection's bufferevent is created here (evhttp_set_bevcb) and tracked,
+ * with one extra reference: when evhttp frees it, its callbacks are cleared
+ * but the object stays until the sweep sees that and drops our reference
+ * (closing the socket). The tracker gives an exact connection count for
+ * MAX_CONNECTIONS and the start of each request, so that a request not
+ * received in full within REQUEST_TIMEOUT_S is cut off however it drips. */
+struct conn {
+    struct bufferevent *bev;
+    double since;   /* connection opened, or its last reply finished */
+    int busy;       /* a complete request is being answered */
+    int got_bytes;  /* bytes arrived since `since` */
+    int closing;    /* shut down to make room; evhttp will free it */
+};
+
+static void
+on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)buf;
+    if (info->n_added > 0)
+        c->got_bytes = 1;
+}
+
+static void make_room(struct api *api);
+
+static struct bufferevent *
+on_new_bev(struct event_base *base, void *arg)
+{
+    struct api *api = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct conn *c;
+
+    if (bev == NULL)
+        return NULL;
+    if (api->n_conns == api->cap_conns) {
+        api->cap_conns = api->cap_conns ? api->cap_conns * 2 : 64;
+        api->conns = xrealloc(api->conns, api->cap_conns * sizeof(*api->conns));
+    }
+    c = xcalloc(1, sizeof(*c));
+    c->bev = bev;
+    c->since = util_mono_ms();
+    bufferevent_incref(bev);
+    evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
+    api->conns[api->n_conns++] = c;
+    if (api->n_conns > (size_t)api->cfg->max_connections)
+        make_room(api);
+    return bev;
+}
+
+/* Over MAX_CONNECTIONS: close the connection that has been idle longest
+ * (no request being answered: a keep-alive client, or one still sending),
+ * so a flood of idle connections cannot lock real clients out. If every
+ * connection is busy, stop accepting until one ends. */
+static void
+make_room(struct api *api)
+{
+    struct conn *oldest = NULL;
+    size_t i;
+
+    for (i = 0; i < api->n_conns; i++) {
+        struct conn *c = api->conns[i];
+        bufferevent_data_cb rcb = NULL;
+
+        bufferevent_getcb(c->bev, &rcb, NULL, NULL, NULL);
+        if (c->busy || rcb == NULL || bufferevent_getfd(c->bev) < 0 || c->closing)
+            continue;
+        if (oldest == NULL || c->since < oldest->since)
+            oldest = c;
+    }
+    if (oldest != NULL) {
+        oldest->closing = 1;
+        shutdown(bufferevent_getfd(oldest->bev), SHUT_RDWR);
+        return;
+    }
+    if (api->bound != NULL && !api->accept_paused) {
+        evconnlistener_disable(evhttp_bound_socket_get_listener(api->bound));
+        api->accept_paused = 1;
+        log_warn("MAX_CONNECTIONS=%d busy connections; new ones wait", api->cfg->max_connections);
+    }
+}
+
+static struct conn *
+conn_of(struct api *api, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    size_t i;
+
+    for (i = 0; bev != NULL && i < api->n_conns; i++)
+        if (api->conns[i]->bev == bev)
+            return api->conns[i];
+    return NULL;
+}
+
+static void
+on_conn_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct api *api = arg;
+    double now = util_mono_ms(), limit = api->cfg->request_timeout_s * 1000.0;
+    size_t i = 0;
+
+    (void)fd;
+    (void)what;
+    while (i < api->n_conns) {
+        struct conn *c = api->conns[i];
+        bufferevent_data_cb rcb = NULL;
+
+        bufferevent_getcb(c->bev, &rcb, NULL, NULL, NULL);
+        if (rcb == NULL) {
+            /* evhttp is done with it: ours is the last reference. */
+            evbuffer_remove_cb(bufferevent_get_input(c->bev), on_input, c);
+            bufferevent_decref(c->bev);
+            free(c);
+            api->conns[i] = api->conns[--api->n_conns];
+            continue;
+        }
+        if (!c->busy && c->got_bytes && now - c->since > limit) {
+            evutil_socket_t s = bufferevent_getfd(c->bev);
+            log_warn("a client took more than REQUEST_TIMEOUT_S=%d s to send its request; "
+                     "closing the connection", api->cfg->request_timeout_s);
+            /* evhttp sees the connection fail and frees it as usual. */
+            if (s >= 0)
+                shutdown(s, SHUT_RDWR);
+            c->got_bytes = 0;
+        }
+        i++;
+    }
+    if (api->accept_paused && api->n_conns < (size_t)api->cfg->max_connections) {
+        evconnlistener_enable(evhttp_bound_socket_get_listener(api->bound));
+        api->accept_paused = 0;
+    }
+}
+
+static void
+conn_request_done(struct evhttp_request *req, struct api *api)
+{
+    struct conn *c = conn_of(api, req);
+
+    if (c != NULL) {
+        c->busy = 0;
+        c->got_bytes = 0;
+        c->since = util_mono_ms();
+    }
+}
+
 /* ---- metrics ------------------------------------------------------------------ */
 
 /* A bounded label for a path: our routes, one per template, or "other". */
@@ -1076,7 +1349,7 @@ static void
 route_label(struct api *api, const char *path, char *out, size_t len)
 {
     static const char *const fixed[] = {"/health", "/ready", "/prompt", "/interrupt",
-                                        "/metrics", "/docs", "/docs/json", "/openapi.json",
+                                        "/metrics", "/models", "/docs", "/docs/json", "/openapi.json",
                                         "/", NULL};
     int i;
 
@@ -1100,10 +1373,13 @@ route_label(struct api *api, const char *path, char *out, size_t len)
     }
 }
 
+
 static void
 on_request_complete(struct evhttp_request *req, void *arg)
 {
     struct api *api = arg;
+
+    conn_request_done(req, api);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     char route[160];
@@ -1154,6 +1430,11 @@ on_request(struct evhttp_request *req, void *arg)
     if (path == NULL || *path == '\0')
         path = "/";
     evhttp_request_set_on_complete_cb(req, on_request_complete, api);
+    {
+        struct conn *c = conn_of(api, req);
+        if (c != NULL)
+            c->busy = 1;
+    }
     if (strcmp(path, "/health") == 0) {
         if (get)
             handle_health(api, req);
@@ -1169,6 +1450,11 @@ on_request(struct evhttp_request *req, void *arg)
             handle_prompt(api, req);
         else
             allow = "POST";
+    } else if (strcmp(path, "/models") == 0) {
+        if (get)
+            handle_models(api, req);
+        else
+            allow = "GET, HEAD";
     } else if (strcmp(path, "/metrics") == 0) {
         if (get)
             handle_metrics(api, req);
@@ -1216,7 +1502,7 @@ on_request(struct evhttp_request *req, void *arg)
 
 struct api *
 api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
-        struct life *life, struct hooks *hooks, struct wf *wf)
+        struct life *life, struct hooks *hooks, struct wf *wf, struct media *media)
 {
     struct api *api = xcalloc(1, sizeof(*api));
     struct timeval one = {1, 0}, hb = {cfg->sse_heartbeat_s, 0};
@@ -1227,7 +1513,9 @@ api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
     api->life = life;
     api->hooks = hooks;
     api->wf = wf;
+    api->media = media;
     TAILQ_INIT(&api->waiters);
+    TAILQ_INIT(&api->pending);
     api->http = evhttp_new(base);
     evhttp_set_allowed_methods(api->http,
                                EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
@@ -1241,15 +1529,21 @@ api_new(struct event_base *base, const struct config *cfg, struct jobs *jobs,
     evhttp_set_timeout(api->http, cfg->request_timeout_s);
     evhttp_set_default_content_type(api->http, "application/json");
     evhttp_set_gencb(api->http, on_request, api);
+    evhttp_set_bevcb(api->http, on_new_bev, api);
     api->peek_timer = event_new(base, -1, EV_PERSIST, on_peek, api);
     event_add(api->peek_timer, &one);
     api->heartbeat_timer = event_new(base, -1, EV_PERSIST, on_heartbeat, api);
     event_add(api->heartbeat_timer, &hb);
+    {
+        struct timeval quarter = {0, 250000};
+        api->sweep_timer = event_new(base, -1, EV_PERSIST, on_conn_sweep, api);
+        event_add(api->sweep_timer, &quarter);
+    }
     return api;
 }
 
-/* Out of descriptors (MAX_CONNECTIONS reached): stop accepting for a
- * moment instead of spinning on a listener that stays readable. */
+/* Out of descriptors: stop accepting for a moment instead of spinning on a
+ * listener that stays readable. */
 static void
 on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
@@ -1358,7 +1652,13 @@ api_free(struct api *api)
     if (api == NULL)
         return;
     /* Jobs were failed before this (their waiters answered); what is left
-     * are streams and fetches, which end here. */
+     * are uploads in progress, streams and fetches, which end here. */
+    while (!TAILQ_EMPTY(&api->pending)) {
+        struct pending *p = TAILQ_FIRST(&api->pending);
+        media_discard(p->prep);
+        reply_error(p->req, 503, "server", "the server is shutting down");
+        pending_free(p);
+    }
     while ((w = TAILQ_FIRST(&api->waiters)) != NULL) {
         waiter_detach(w);
         if (w->sse_started)
@@ -1369,6 +1669,14 @@ api_free(struct api *api)
     }
     event_free(api->peek_timer);
     event_free(api->heartbeat_timer);
+    event_free(api->sweep_timer);
     evhttp_free(api->http);
+    while (api->n_conns > 0) {
+        struct conn *c = api->conns[--api->n_conns];
+        evbuffer_remove_cb(bufferevent_get_input(c->bev), on_input, c);
+        bufferevent_decref(c->bev);
+        free(c);
+    }
+    free(api->conns);
     free(api);
 }

@@ -13,10 +13,11 @@ struct api;
 
 struct hooks;
 struct wf;
+struct media;
 
 struct api *api_new(struct event_base *base, const struct config *cfg,
                     struct jobs *jobs, struct life *life, struct hooks *hooks,
-                    struct wf *wf);
+                    struct wf *wf, struct media *media);
 
 /* Bind HOST:PORT and start accepting. -1 with a reason in err. */
 int api_listen(struct api *api, char *err, size_t errlen);

@@ -8,6 +8,7 @@
 #include "comfy_msg.h"
 #include "log.h"
 #include "request.h"
+#include "utf8.h"
 
 static const struct {
     const char *name;
@@ -172,7 +173,7 @@ cmsg_validation_error(const unsigned char *body, size_t len)
         snprintf(text, sizeof(text), "ComfyUI rejected the prompt: %s",
                  log_escape(esc, sizeof(esc), body != NULL ? (const char *)body : "",
                             len > 500 ? 500 : len));
-        out = json_pack("{s:s, s:s}", "error", text, "location", "prompt");
+        out = json_pack("{s:s, s:s}", "error", utf8_fix(text), "location", "prompt");
         json_decref(root);
         return out;
     }
@@ -218,8 +219,8 @@ cmsg_validation_error(const unsigned char *body, size_t len)
         size_t l = strcspn(details + 10, "'");
         snprintf(location, sizeof(location), "prompt.%.*s", (int)l, details + 10);
     }
-    out = json_pack("{s:s, s:s, s:s}", "error", text, "location", location,
-                    "error_type", type);
+    out = json_pack("{s:s, s:s, s:s}", "error", utf8_fix(text), "location",
+                    utf8_fix(location), "error_type", type);
     if (json_is_object(node_errors))
         json_object_set(out, "node_errors", node_errors);
     json_decref(root);
@@ -242,8 +243,8 @@ cmsg_execution_error(json_t *data, int interrupted)
     if (interrupted) {
         snprintf(text, sizeof(text),
                  "the prompt was interrupted in ComfyUI at node %s (%s)", node, cls);
-        return json_pack("{s:s, s:s, s:s, s:s, s:s}", "error", text, "location",
-                         location, "error_type", "execution_interrupted",
+        return json_pack("{s:s, s:s, s:s, s:s, s:s}", "error", utf8_fix(text), "location",
+                         utf8_fix(location), "error_type", "execution_interrupted",
                          "node_id", node, "node_type", cls);
     }
     xmsg = xmsg != NULL ? xmsg : "";
@@ -256,8 +257,8 @@ cmsg_execution_error(json_t *data, int interrupted)
     else
         snprintf(text, sizeof(text), "ComfyUI failed at node %s (%s): %s%s%s",
                  node, cls, xtype, *xtype != '\0' ? ": " : "", first);
-    out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "error", text,
-                    "location", location, "error_type",
+    out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "error", utf8_fix(text),
+                    "location", utf8_fix(location), "error_type",
                     cmsg_is_oom(data) ? "out_of_memory" : "execution_error",
                     "node_id", node, "node_type", cls, "exception_type", xtype,
                     "exception_message", xmsg);

@@ -114,6 +114,12 @@ static const struct cfg_entry entries[] = {
      "on SIGTERM/SIGINT, time for jobs in flight and their webhooks"},
     {"SALAD_METADATA_URL", CFG_STR, "http://169.254.169.254", 0, 0, OFF(salad_metadata_url),
      "SaladCloud's instance metadata service (used when SALAD_* variables are set)"},
+    {"MAX_INPUT_MB", CFG_INT, "50", 1, 4096, OFF(max_input_mb),
+     "largest input image (base64, data: URL or download), in MiB"},
+    {"INPUT_DOWNLOAD_TIMEOUT_S", CFG_INT, "30", 1, 3600, OFF(input_download_timeout_s),
+     "time limit of downloading an input image"},
+    {"ALLOW_PRIVATE_URLS", CFG_BOOL, "false", 0, 0, OFF(allow_private_urls),
+     "let input URLs reach loopback, private and link-local addresses (never 169.254.169.254)"},
 };
 
 #define N_ENTRIES (sizeof(entries) / sizeof(entries[0]))

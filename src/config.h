@@ -50,6 +50,9 @@ struct config {
     int hang_timeout_s;
     int shutdown_grace_s;
     char *salad_metadata_url;
+    int max_input_mb;
+    int input_download_timeout_s;
+    int allow_private_urls;
 };
 
 /* Fill cfg from the environment (getenv), applying defaults and validating

@@ -40,6 +40,10 @@ struct httpc_call {
     size_t max_body;
     int too_big;
     long retry_after; /* seconds from a Retry-After header, -1 if none */
+    curl_mime *mime;
+    int (*allow_addr)(const struct sockaddr *, void *);
+    void *allow_arg;
+    int blocked;
     char errbuf[CURL_ERROR_SIZE];
     struct httpc_call *prev, *next;
 };
@@ -80,6 +84,7 @@ call_free(struct httpc_call *c)
     if (c->easy != NULL)
         curl_easy_cleanup(c->easy);
     curl_slist_free_all(c->headers);
+    curl_mime_free(c->mime);
     free(c->body);
     free(c);
 }
@@ -191,6 +196,8 @@ finish(struct httpc_call *c, CURLcode code)
 
     res.status = status;
     res.retry_after_s = c->retry_after;
+    res.blocked = c->blocked;
+    res.too_many_redirects = code == CURLE_TOO_MANY_REDIRECTS;
     res.content_type = ctype; /* owned by the easy handle, freed below */
     res.total_time_s = total;
     res.body = c->body;
@@ -434,6 +441,45 @@ add_header(struct httpc_call *c, const char *line)
 }
 
 /* Configure the easy handle from req. Returns 0, or -1 with the reason. */
+/* Called by curl with each address it is about to connect to, after DNS
+ * and on every redirect: the one place where a request can be kept away
+ * from addresses it must not reach (server-side request forgery). */
+static curl_socket_t
+open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct httpc_call *c = arg;
+
+    (void)purpose;
+    if (c->allow_addr != NULL && !c->allow_addr(&a->addr, c->allow_arg)) {
+        c->blocked = 1;
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+static int
+setup_mime(struct httpc_call *c, const struct httpc_request *req)
+{
+    size_t i;
+
+    c->mime = curl_mime_init(c->easy);
+    if (c->mime == NULL)
+        return -1;
+    for (i = 0; i < req->n_parts; i++) {
+        const struct httpc_part *p = &req->parts[i];
+        curl_mimepart *part = curl_mime_addpart(c->mime);
+
+        if (part == NULL || curl_mime_name(part, p->name) != CURLE_OK ||
+            curl_mime_data(part, p->data, p->len) != CURLE_OK)
+            return -1;
+        if (p->filename != NULL && curl_mime_filename(part, p->filename) != CURLE_OK)
+            return -1;
+        if (p->content_type != NULL && curl_mime_type(part, p->content_type) != CURLE_OK)
+            return -1;
+    }
+    return curl_easy_setopt(c->easy, CURLOPT_MIMEPOST, c->mime) == CURLE_OK ? 0 : -1;
+}
+
 static int
 setup_easy(struct httpc_call *c, const struct httpc_request *req,
            const char **why)
@@ -460,8 +506,26 @@ setup_easy(struct httpc_call *c, const struct httpc_request *req,
                                                  : HTTPC_DEFAULT_CONNECT_MS);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (req->max_redirects > 0) {
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)req->max_redirects);
+        curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    }
+    if (req->allow_addr != NULL) {
+        c->allow_addr = req->allow_addr;
+        c->allow_arg = req->allow_arg;
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+        /* A reused connection was checked when it opened; but never reuse
+         * one across requests with different rules. */
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    }
 
-    if (strcmp(method, "GET") == 0) {
+    if (req->parts != NULL) {
+        if (setup_mime(c, req) < 0)
+            return -1;
+    } else if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -491,7 +555,7 @@ setup_easy(struct httpc_call *c, const struct httpc_request *req,
         }
         if (add_header(c, line) < 0)
             return -1;
-    } else if (add_header(c, "Content-Type:") < 0) {
+    } else if (req->parts == NULL && add_header(c, "Content-Type:") < 0) {
         return -1;
     }
     for (i = 0; req->headers != NULL && req->headers[i] != NULL; i++)

@@ -24,12 +24,25 @@ struct httpc_result {
     const char *content_type; /* may be NULL */
     double total_time_s; /* curl's total time */
     long retry_after_s;  /* Retry-After in seconds, -1 if absent */
+    int blocked;         /* allow_addr refused a connection */
+    int too_many_redirects;
 };
 
 /* The callback may take ownership of res->body by setting it to NULL; else it
  * is freed after the callback returns. res itself is borrowed. The call
  * handle is invalid once the callback starts. */
 typedef void (*httpc_done_cb)(struct httpc_result *res, void *arg);
+
+struct sockaddr;
+
+/* One part of a multipart/form-data body (copied). */
+struct httpc_part {
+    const char *name;
+    const char *filename;     /* NULL for a plain field */
+    const char *content_type; /* NULL: curl's default */
+    const void *data;
+    size_t len;
+};
 
 struct httpc_request {
     const char *method;       /* "GET", "POST", ... */
@@ -41,6 +54,13 @@ struct httpc_request {
     long timeout_ms;          /* whole transfer; 0 = no limit */
     long connect_timeout_ms;  /* 0 = 10 s */
     size_t max_body;          /* response cap; 0 = 64 MiB */
+    const struct httpc_part *parts; /* multipart/form-data body instead of body */
+    size_t n_parts;
+    int max_redirects;        /* > 0: follow up to this many (http/https only) */
+    /* Every connection (redirects included) goes to an address this accepts,
+     * checked after DNS and before connecting; NULL = any. */
+    int (*allow_addr)(const struct sockaddr *sa, void *arg);
+    void *allow_arg;
 };
 
 struct httpc *httpc_new(struct event_base *base);

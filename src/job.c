@@ -12,9 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 
 #include "comfy_msg.h"
+#include "convert.h"
 #include "config.h"
 #include "httpc.h"
 #include "job.h"
@@ -22,6 +24,7 @@
 #include "metrics.h"
 #include "request.h"
 #include "util.h"
+#include "utf8.h"
 
 enum job_state {
     JS_SUBMITTING, /* POST /prompt in flight */
@@ -64,6 +67,7 @@ struct job {
     char cancel_why[300];
     double t_accepted;   /* util_mono_ms when ComfyUI queued it */
     double t_started;    /* util_mono_ms when it started running */
+    double t_first_start; /* first sign of execution, even before JE_QUEUED */
 
     struct job_output *outputs;
     size_t n_outputs, next_fetch;
@@ -73,6 +77,10 @@ struct job {
     long long exec_start_ms, exec_end_ms;
     long long created_ms, started_ms, finished_ms;
     json_t *node_starts;
+    json_t *texts;            /* text outputs, by node */
+    struct conv_opts *convert; /* convert_output, or NULL */
+    struct conv_task *conv_task;
+    size_t next_convert;
     int n_cached;
     char prog_node[64];
     int prog_value, prog_max;
@@ -99,6 +107,7 @@ struct jobs {
     struct job_list done; /* finished, oldest first */
     int n_done;
     struct fetch *fetches;
+    struct conv *conv;
     /* Prompts cancelled while queued: if ComfyUI's worker took one anyway
      * (it raced our /queue delete), it is interrupted when it starts. */
     char cancelled_pids[16][64];
@@ -137,7 +146,7 @@ err_body(const char *location, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    return json_pack("{s:s, s:s}", "error", msg, "location", location);
+    return json_pack("{s:s, s:s}", "error", utf8_fix(msg), "location", location);
 }
 
 static long
@@ -211,6 +220,7 @@ job_free(struct job *job)
 
     for (i = 0; i < job->n_outputs; i++) {
         free(job->outputs[i].node_id);
+        free(job->outputs[i].kind);
         free(job->outputs[i].filename);
         free(job->outputs[i].subfolder);
         free(job->outputs[i].type);
@@ -227,6 +237,10 @@ job_free(struct job *job)
     json_decref(job->node_starts);
     json_decref(job->result.error);
     json_decref(job->result.stats);
+    json_decref(job->texts);
+    if (job->conv_task != NULL)
+        conv_cancel(job->conv_task);
+    free(job->convert);
     if (job->defer != NULL)
         event_free(job->defer);
     free(job);
@@ -358,8 +372,9 @@ mark_started(struct job *job)
         return;
     job->started_sent = 1;
     job->status = JOB_RUNNING;
-    job->t_started = util_mono_ms();
-    job->last_progress = job->t_started;
+    /* It may have started before ComfyUI answered POST /prompt. */
+    job->t_started = job->t_first_start > 0 ? job->t_first_start : util_mono_ms();
+    job->last_progress = util_mono_ms();
     job->started_ms = util_epoch_ms();
     notify(job, JE_STARTED, NULL);
 }
@@ -384,6 +399,10 @@ job_finish(struct job *job, int status, json_t *error)
         httpc_cancel(job->cancel_call);
         job->cancel_call = NULL;
     }
+    if (job->conv_task != NULL) {
+        conv_cancel(job->conv_task);
+        job->conv_task = NULL;
+    }
     TAILQ_REMOVE(&jobs->list, job, link);
     jobs->n--;
     job->finished = 1;
@@ -400,6 +419,7 @@ job_finish(struct job *job, int status, json_t *error)
     if (status == 200) {
         res->outputs = job->outputs;
         res->n_outputs = job->n_outputs;
+        res->texts = job->texts;
     }
     res->stats = build_stats(job);
     if (status == 200) {
@@ -421,7 +441,7 @@ job_finish(struct job *job, int status, json_t *error)
     {
         double now = util_mono_ms();
         double queue_s = job->t_started > 0 && job->t_accepted > 0
-                             ? (job->t_started - job->t_accepted) / 1000
+                             ? (job->t_started > job->t_accepted ? job->t_started - job->t_accepted : 0) / 1000
                              : -1;
         double exec_s = job->t_started > 0
                             ? ((job->t_exec_done > 0 ? job->t_exec_done : now) - job->t_started) / 1000
@@ -441,6 +461,61 @@ job_finish(struct job *job, int status, json_t *error)
 /* ---- outputs ------------------------------------------------------------ */
 
 static void fetch_next_output(struct job *job);
+static const char *mime_of(const char *filename);
+
+/* ---- convert_output ----------------------------------------------------- */
+
+static void convert_next(struct job *job);
+
+static void
+on_converted(unsigned char *out, size_t len, const char *error, void *arg)
+{
+    struct job *job = arg;
+    struct job_output *o = &job->outputs[job->next_convert];
+
+    job->conv_task = NULL;
+    if (out == NULL) {
+        /* As comfyui-api does: the original is better than nothing. */
+        rlog_warn(job->id, "convert_output failed for %s, sending the original: %s",
+                  o->filename, error != NULL ? error : "?");
+    } else {
+        char *dot = strrchr(o->filename, '.');
+        size_t base = dot != NULL ? (size_t)(dot - o->filename) : strlen(o->filename);
+        size_t n = base + strlen(job->convert->ext) + 2;
+        char *name = xmalloc(n);
+
+        snprintf(name, n, "%.*s.%s", (int)base, o->filename, job->convert->ext);
+        free(o->filename);
+        o->filename = name;
+        o->mime = mime_of(name);
+        free(o->data);
+        o->data = out;
+        o->len = len;
+    }
+    job->next_convert++;
+    convert_next(job);
+}
+
+/* Re-encode still images one after the other (animations, video and audio
+ * pass through untouched), then finish. */
+static void
+convert_next(struct job *job)
+{
+    for (; job->convert != NULL && job->next_convert < job->n_outputs; job->next_convert++) {
+        struct job_output *o = &job->outputs[job->next_convert];
+        int still = strcmp(o->mime, "image/png") == 0 || strcmp(o->mime, "image/jpeg") == 0 ||
+                    strcmp(o->mime, "image/webp") == 0 || strcmp(o->mime, "image/bmp") == 0 ||
+                    strcmp(o->mime, "image/tiff") == 0;
+
+        if (!still || job->jobs->conv == NULL || strcmp(o->kind, "images") != 0)
+            continue;
+        job->conv_task = conv_run(job->jobs->conv, job->convert, o->data, o->len,
+                                  on_converted, job);
+        if (job->conv_task != NULL)
+            return;
+    }
+    job_finish(job, 200, NULL);
+}
 
 static void
 on_view(struct httpc_result *res, void *arg)
@@ -480,7 +555,7 @@ fetch_next_output(struct job *job)
     char *f = NULL, *s = NULL, *t = NULL, path[3000];
 
     if (job->next_fetch >= job->n_outputs) {
-        job_finish(job, 200, NULL);
+        convert_next(job);
         return;
     }
     o = &job->outputs[job->next_fetch];
@@ -505,40 +580,79 @@ output_cmp(const void *a, const void *b)
     return preq_node_cmp(x->node_id, y->node_id);
 }
 
-/* Collect image entries in a stable order: output node id, then index. */
+static const char *
+mime_of(const char *filename)
+{
+    static const struct { const char *ext, *mime; } types[] = {
+        {"png", "image/png"},   {"jpg", "image/jpeg"},  {"jpeg", "image/jpeg"},
+        {"webp", "image/webp"}, {"gif", "image/gif"},   {"bmp", "image/bmp"},
+        {"tif", "image/tiff"},  {"tiff", "image/tiff"}, {"mp4", "video/mp4"},
+        {"webm", "video/webm"}, {"mov", "video/quicktime"}, {"mkv", "video/x-matroska"},
+        {"wav", "audio/wav"},   {"flac", "audio/flac"}, {"mp3", "audio/mpeg"},
+        {"ogg", "audio/ogg"},   {"opus", "audio/opus"}, {"m4a", "audio/mp4"},
+        {"txt", "text/plain"},  {"json", "application/json"}, {"glb", "model/gltf-binary"},
+        {"obj", "model/obj"},   {"svg", "image/svg+xml"},
+    };
+    const char *dot = strrchr(filename, '.');
+    size_t i;
+
+    for (i = 0; dot != NULL && i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcasecmp(dot + 1, types[i].ext) == 0)
+            return types[i].mime;
+    return "application/octet-stream";
+}
+
+/* Collect every file a node reported, whatever its kind (images, gifs,
+ * audio, video, ...: never drop what a save node made), and the text
+ * outputs, in a stable order: output node id, then kind, then index. */
 static void
 collect_outputs(struct job *job, json_t *outputs)
 {
-    const char *node;
-    json_t *v;
+    const char *node, *kind;
+    json_t *v, *list;
     size_t cap = 0;
 
     json_object_foreach(outputs, node, v) {
-        json_t *images = json_object_get(v, "images"), *im;
-        size_t i;
+        json_object_foreach(v, kind, list) {
+            json_t *item;
+            size_t i;
 
-        json_array_foreach(images, i, im) {
-            const char *fn = json_string_value(json_object_get(im, "filename"));
-            const char *sub = json_string_value(json_object_get(im, "subfolder"));
-            const char *type = json_string_value(json_object_get(im, "type"));
-            struct job_output *o;
+            json_array_foreach(list, i, item) {
+                const char *fn = json_string_value(json_object_get(item, "filename"));
+                const char *sub = json_string_value(json_object_get(item, "subfolder"));
+                const char *type = json_string_value(json_object_get(item, "type"));
+                struct job_output *o;
 
-            if (fn == NULL)
-                continue;
-            if (job->n_outputs == cap) {
-                cap = cap ? cap * 2 : 4;
-                job->outputs = xrealloc(job->outputs, cap * sizeof(*job->outputs));
+                if (json_is_string(item)) {
+                    json_t *arr;
+                    if (job->texts == NULL)
+                        job->texts = json_object();
+                    arr = json_object_get(job->texts, node);
+                    if (arr == NULL) {
+                        arr = json_array();
+                        json_object_set_new(job->texts, node, arr);
+                    }
+                    json_array_append(arr, item);
+                    continue;
+                }
+                if (fn == NULL)
+                    continue;
+                if (job->n_outputs == cap) {
+                    cap = cap ? cap * 2 : 4;
+                    job->outputs = xrealloc(job->outputs, cap * sizeof(*job->outputs));
+                }
+                o = &job->outputs[job->n_outputs++];
+                memset(o, 0, sizeof(*o));
+                o->node_id = xstrdup(node);
+                o->kind = xstrdup(kind);
+                o->filename = xstrdup(fn);
+                o->mime = mime_of(fn);
+                o->subfolder = xstrdup(sub != NULL ? sub : "");
+                o->type = xstrdup(type != NULL ? type : "output");
             }
-            o = &job->outputs[job->n_outputs++];
-            memset(o, 0, sizeof(*o));
-            o->node_id = xstrdup(node);
-            o->filename = xstrdup(fn);
-            o->subfolder = xstrdup(sub != NULL ? sub : "");
-            o->type = xstrdup(type != NULL ? type : "output");
         }
     }
-    /* qsort is not stable, but within one node the order is the array
-     * order, so sort by node and rely on equal keys being adjacent runs. */
+    /* Insertion sort: stable, so within a node the history's order stays. */
     if (job->n_outputs > 1) {
         size_t i, j;
         for (i = 1; i < job->n_outputs; i++) {
@@ -622,8 +736,8 @@ on_history(struct httpc_result *res, void *arg)
         goto out;
     }
     collect_outputs(job, json_object_get(entry, "outputs"));
-    if (job->n_outputs == 0) {
-        job_finish(job, 500, err_body("prompt", "ComfyUI finished the prompt but it produced no image"));
+    if (job->n_outputs == 0 && job->texts == NULL) {
+        job_finish(job, 500, err_body("prompt", "ComfyUI finished the prompt but it produced no output"));
         goto out;
     }
     fetch_next_output(job);
@@ -1020,6 +1134,9 @@ jobs_on_ws(struct jobs *jobs, enum ws_kind kind, const unsigned char *data,
     }
     if (job->cancelling)
         goto out;
+    if ((m.kind == CMSG_EXECUTION_START || m.kind == CMSG_PROGRESS ||
+         (m.kind == CMSG_EXECUTING && !m.node_null)) && job->t_first_start == 0)
+        job->t_first_start = util_mono_ms();
     if (job->state == JS_SUBMITTING &&
         (m.kind == CMSG_EXECUTION_START || m.kind == CMSG_PROGRESS ||
          (m.kind == CMSG_EXECUTING && !m.node_null)))
@@ -1231,6 +1348,20 @@ on_deadlines(evutil_socket_t fd, short what, void *arg)
 }
 
 void
+jobs_set_converter(struct jobs *jobs, struct conv *conv)
+{
+    jobs->conv = conv;
+}
+
+void
+job_set_convert(struct job *job, const struct conv_opts *opts)
+{
+    free(job->convert);
+    job->convert = xmalloc(sizeof(*job->convert));
+    *job->convert = *opts;
+}
+
+void
 jobs_set_hang_cb(struct jobs *jobs, jobs_hang_fn fn, void *arg)
 {
     jobs->hang = fn;
@@ -1412,6 +1543,7 @@ fetch_free(struct fetch *f)
         *pf = f->next;
     for (i = 0; i < f->n; i++) {
         free(f->outs[i].node_id);
+        free(f->outs[i].kind);
         free(f->outs[i].filename);
         free(f->outs[i].subfolder);
         free(f->outs[i].type);
@@ -1496,6 +1628,8 @@ job_fetch_outputs(struct jobs *jobs, const struct job *job, job_fetch_fn done,
     f->outs = xcalloc(f->n + 1, sizeof(*f->outs));
     for (i = 0; i < f->n; i++) {
         f->outs[i].node_id = xstrdup(job->outputs[i].node_id);
+        f->outs[i].kind = xstrdup(job->outputs[i].kind);
+        f->outs[i].mime = job->outputs[i].mime;
         f->outs[i].filename = xstrdup(job->outputs[i].filename);
         f->outs[i].subfolder = xstrdup(job->outputs[i].subfolder);
         f->outs[i].type = xstrdup(job->outputs[i].type);

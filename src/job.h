@@ -28,9 +28,11 @@ enum job_status { JOB_QUEUED, JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_CANCEL
 
 struct job_output {
     char *node_id;
+    char *kind;      /* the history key it came under: images, gifs, audio, ... */
+    const char *mime; /* from the file name's extension */
     char *filename;
     char *subfolder;
-    char *type;
+    char *type;      /* ComfyUI's folder: output, temp, input */
     unsigned char *data; /* only during JE_DONE (and in fetch results) */
     size_t len;
 };
@@ -44,6 +46,7 @@ struct job_result {
     struct job_output *outputs;
     size_t n_outputs;
     json_t *stats;    /* comfyui-api's stats object */
+    json_t *texts;    /* {"<node>": ["text", ...]} from text outputs, or NULL */
 };
 
 enum job_event {
@@ -132,6 +135,16 @@ struct job_hook_status {
     int pending;
 };
 struct job_hook_status *job_hook(struct job *job);
+
+struct conv;
+struct conv_opts;
+
+/* The converter used for convert_output (set once at start). */
+void jobs_set_converter(struct jobs *jobs, struct conv *conv);
+
+/* Re-encode the job's image outputs before they are delivered (called right
+ * after job_submit; opts copied). */
+void job_set_convert(struct job *job, const struct conv_opts *opts);
 
 /* Fetch a finished job's outputs again from ComfyUI (/view). done gets the
  * outputs with data (borrowed) or NULL and an error message. */

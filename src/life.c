@@ -49,6 +49,7 @@ struct life {
 
     struct event *check_timer;
     struct httpc_call *check_call;
+    struct httpc_call *probe_call;
     struct event *restart_timer;
     struct event *stop_timer;
     int stop_phase; /* 0 running; 1..4 see stop_step */
@@ -365,6 +366,36 @@ on_child_exit(int status, void *arg)
     l->restart_delay_s = l->restart_delay_s * 2 > 30 ? 30 : l->restart_delay_s * 2;
 }
 
+/* A one-off liveness check when the websocket drops while ComfyUI was
+ * up: a refused connection means it is gone (on_unreachable). */
+static void
+on_probe(struct httpc_result *res, void *arg)
+{
+    struct life *l = arg;
+
+    l->probe_call = NULL;
+    if (!res->ok && !res->timed_out)
+        on_unreachable(res->error != NULL ? res->error : "no answer", l);
+}
+
+static void
+probe(struct life *l)
+{
+    struct httpc_request rq;
+    char url[400];
+
+    if (l->probe_call != NULL || l->state != CS_UP || l->stopping)
+        return;
+    snprintf(url, sizeof(url), "%s/system_stats", l->url);
+    memset(&rq, 0, sizeof(rq));
+    rq.method = "GET";
+    rq.url = url;
+    rq.timeout_ms = 5000;
+    rq.connect_timeout_ms = 2000;
+    rq.max_body = 1u << 20;
+    l->probe_call = httpc_start(l->http, &rq, on_probe, l);
+}
+
 /* ---- public ----------------------------------------------------------------- */
 
 void
@@ -386,6 +417,8 @@ life_on_ws(enum ws_kind kind, const unsigned char *data, size_t len, void *arg)
             char esc[300];
             log_warn("websocket to ComfyUI lost: %s",
                      log_escape(esc, sizeof(esc), (const char *)data, len));
+            /* Is ComfyUI itself gone? An attached one dies unseen otherwise. */
+            probe(l);
         }
         l->ws_connected = 0;
         l->ws_failed = 1;
@@ -559,6 +592,8 @@ life_free(struct life *l)
         return;
     if (l->check_call != NULL)
         httpc_cancel(l->check_call);
+    if (l->probe_call != NULL)
+        httpc_cancel(l->probe_call);
     sup_free(l->sup);
     event_free(l->check_timer);
     event_free(l->restart_timer);

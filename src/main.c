@@ -22,6 +22,8 @@
 #include "webhook.h"
 #include "workflows.h"
 #include "salad.h"
+#include "media.h"
+#include "convert.h"
 
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
@@ -76,6 +78,8 @@ main(int argc, char **argv)
     struct hooks *hooks = NULL;
     struct wf *wf = NULL;
     struct salad *salad = NULL;
+    struct media *media = NULL;
+    struct conv *conv = NULL;
     struct event *sighup = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
     struct ws_options wo;
@@ -133,7 +137,10 @@ main(int argc, char **argv)
     life_set_drain(life, hooks_pending_cb, hooks);
     wf = wf_new(base, http, &cfg);
     life_set_up_cb(life, on_comfy_up, wf);
-    api = api_new(base, &cfg, jobs, life, hooks, wf);
+    media = media_new(base, http, &cfg);
+    conv = conv_new(base);
+    jobs_set_converter(jobs, conv);
+    api = api_new(base, &cfg, jobs, life, hooks, wf, media);
     salad = salad_new(base, http, &cfg, salad_depth_cb, jobs);
     if (api_listen(api, err, sizeof(err)) < 0) {
         log_error("%s", err);
@@ -179,10 +186,12 @@ out:
         event_free(sighup);
     salad_free(salad);
     api_free(api);
+    media_free(media);
     wf_free(wf);
     hooks_free(hooks);
     life_free(life);
     jobs_free(jobs);
+    conv_free(conv);
     if (http != NULL)
         httpc_free(http);
     if (base != NULL)

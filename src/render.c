@@ -101,7 +101,26 @@ render_result(struct evbuffer *out, const struct job_result *res, json_t *head,
         dump(out, s);
         json_decref(s);
     }
-    evbuffer_add(out, "],\"stats\":", 10);
+    /* What each image is: nothing a save node made is dropped, so clients
+     * must be able to tell a PNG from a GIF, a video or a sound. */
+    evbuffer_add(out, "],\"outputs\":[", 13);
+    for (i = 0; i < n_outs; i++) {
+        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "node", outs[i].node_id,
+                              "kind", outs[i].kind != NULL ? outs[i].kind : "images",
+                              "filename", outs[i].filename, "subfolder", outs[i].subfolder,
+                              "type", outs[i].type,
+                              "mime", outs[i].mime != NULL ? outs[i].mime : "image/png");
+        if (i > 0)
+            evbuffer_add(out, ",", 1);
+        dump(out, d);
+        json_decref(d);
+    }
+    evbuffer_add(out, "]", 1);
+    if (res->texts != NULL) {
+        evbuffer_add(out, ",\"texts\":", 9);
+        dump(out, res->texts);
+    }
+    evbuffer_add(out, ",\"stats\":", 9);
     dump(out, res->stats);
     if (res->input != NULL) {
         evbuffer_add(out, ",\"input\":", 9);

@@ -10,13 +10,13 @@
 #include <strings.h>
 
 #include "request.h"
+#include "utf8.h"
 #include "util.h"
 
 /* Fields comfyui-api accepts that we do not implement yet: refused with a
  * 400 naming them rather than silently dropped. */
 static const char *const unimplemented[] = {
-    "convert_output", "s3", "hf_upload", "azure_blob_upload", "http_upload",
-    "credentials", NULL,
+    "s3", "hf_upload", "azure_blob_upload", "http_upload", "credentials", NULL,
 };
 
 static void
@@ -34,6 +34,9 @@ set_err(struct req_error *err, int status, const char *loc, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+    /* Quoted client text may have been cut mid-character. */
+    utf8_fix(err->message);
+    utf8_fix(err->location);
 }
 
 int
@@ -200,7 +203,9 @@ preq_check_graph(json_t *prompt, const char *id, const struct req_options *opt,
                     node_id);
             return -1;
         }
-        if (strcmp(json_string_value(cls), "PreviewImage") == 0)
+        /* ComfyUI's output nodes: savers have a filename_prefix (counted
+         * below); the preview nodes (PreviewImage, PreviewAny...) do not. */
+        if (strncmp(json_string_value(cls), "Preview", 7) == 0)
             outputs++;
         fp = json_object_get(inputs, "filename_prefix");
         if (json_is_string(fp)) {
@@ -222,7 +227,7 @@ preq_check_graph(json_t *prompt, const char *id, const struct req_options *opt,
     if (outputs == 0) {
         set_err(err, 400, "prompt",
                 "Prompt must contain a node with a \"filename_prefix\" input, such "
-                "as \"SaveImage\"");
+                "as \"SaveImage\", or a preview node: nothing would come out of it");
         return -1;
     }
     return 0;
@@ -251,12 +256,14 @@ preq_parse(const char *body, size_t len, const struct req_options *opt,
     json_object_foreach(root, key, v) {
         if (strcmp(key, opt->workflow ? "input" : "prompt") == 0 ||
             strcmp(key, "id") == 0 || strcmp(key, "webhook") == 0 ||
-            strcmp(key, "webhook_v2") == 0)
+            strcmp(key, "webhook_v2") == 0 || strcmp(key, "convert_output") == 0)
             continue;
         for (i = 0; unimplemented[i] != NULL; i++)
             if (strcmp(key, unimplemented[i]) == 0)
                 break;
-        if (unimplemented[i] != NULL)
+        if (*key == '\0')
+            set_err(err, 400, "body", "a field has an empty name");
+        else if (unimplemented[i] != NULL)
             set_err(err, 400, key, "\"%s\" is not supported by this server yet",
                     key);
         else
@@ -280,6 +287,12 @@ preq_parse(const char *body, size_t len, const struct req_options *opt,
     if (take_url(root, "webhook", &out->webhook, err) < 0 ||
         take_url(root, "webhook_v2", &out->webhook_v2, err) < 0)
         goto out;
+    v = json_object_get(root, "convert_output");
+    if (v != NULL && !json_is_null(v)) {
+        if (conv_parse(v, &out->convert, err) < 0)
+            goto out;
+        out->has_convert = 1;
+    }
     if (opt->workflow) {
         /* The template renders and checks the graph; an absent input means
          * "all defaults". */

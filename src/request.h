@@ -9,6 +9,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "convert.h"
+
 #define REQ_ID_MAX 128
 
 struct req_error {
@@ -23,6 +25,8 @@ struct prompt_req {
     char *webhook;    /* owned, may be NULL: legacy v1 webhook URL */
     char *webhook_v2; /* owned, may be NULL: signed v2 webhook URL */
     json_t *input;    /* owned, workflow requests only: the "input" object */
+    int has_convert;  /* convert_output was given */
+    struct conv_opts convert;
 };
 
 struct req_options {

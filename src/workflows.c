@@ -6,6 +6,7 @@
  * schedulers, checkpoints) therefore follow the running ComfyUI instead of
  * being frozen when the sidecar was built or started. */
 #include <event2/event.h>
+#include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,8 @@ struct wf {
     json_t *openapi;
     struct httpc_call *call;
     struct event *timer;
+    int fetches; /* GET /models in progress */
+    struct models *models;
 };
 
 void
@@ -78,6 +81,16 @@ on_object_info(struct httpc_result *res, void *arg)
     log_info("read ComfyUI's node catalogue: %zu node classes", json_object_size(root));
 }
 
+static void
+comfy_url(const struct wf *wf, const char *path, char *url, size_t len)
+{
+    if (strchr(wf->cfg->direct_address, ':') != NULL)
+        snprintf(url, len, "http://[%s]:%d%s", wf->cfg->direct_address, wf->cfg->comfy_port,
+                 path);
+    else
+        snprintf(url, len, "http://%s:%d%s", wf->cfg->direct_address, wf->cfg->comfy_port, path);
+}
+
 void
 wf_refresh_object_info(struct wf *wf)
 {
@@ -86,12 +99,7 @@ wf_refresh_object_info(struct wf *wf)
 
     if (wf->call != NULL)
         return;
-    if (strchr(wf->cfg->direct_address, ':') != NULL)
-        snprintf(url, sizeof(url), "http://[%s]:%d/object_info", wf->cfg->direct_address,
-                 wf->cfg->comfy_port);
-    else
-        snprintf(url, sizeof(url), "http://%s:%d/object_info", wf->cfg->direct_address,
-                 wf->cfg->comfy_port);
+    comfy_url(wf, "/object_info", url, sizeof(url));
     memset(&rq, 0, sizeof(rq));
     rq.method = "GET";
     rq.url = url;
@@ -126,6 +134,138 @@ wf_new(struct event_base *base, struct httpc *http, const struct config *cfg)
     return wf;
 }
 
+/* ---- GET /models ---------------------------------------------------------------- */
+
+struct models {
+    struct models *link;
+    struct wf *wf;
+    json_t *result;  /* {type: [files]} being filled */
+    json_t *types;   /* still to ask */
+    size_t next;
+    wf_models_fn done;
+    void *arg;
+    struct httpc_call *call;
+};
+
+static void models_step(struct models *mo);
+
+static void
+models_end(struct models *mo, const char *error)
+{
+    wf_models_fn done = mo->done;
+    void *arg = mo->arg;
+    json_t *r = error == NULL ? json_incref(mo->result) : NULL;
+
+    struct models **pm = &mo->wf->models;
+
+    while (*pm != NULL && *pm != mo)
+        pm = &(*pm)->link;
+    if (*pm == mo)
+        *pm = mo->link;
+    mo->wf->fetches--;
+    json_decref(mo->result);
+    json_decref(mo->types);
+    free(mo);
+    done(r, error, arg);
+}
+
+static void
+on_models(struct httpc_result *res, void *arg)
+{
+    struct models *mo = arg;
+    json_t *root;
+
+    mo->call = NULL;
+    if (!res->ok || res->status != 200) {
+        char why[300];
+        snprintf(why, sizeof(why), "ComfyUI's /models failed: %s",
+                 !res->ok ? (res->error != NULL ? res->error : "no answer") : "unexpected status");
+        models_end(mo, why);
+        return;
+    }
+    root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    if (mo->types == NULL) {
+        if (!json_is_array(root)) {
+            json_decref(root);
+            models_end(mo, "ComfyUI's /models is not a list");
+            return;
+        }
+        mo->types = root;
+    } else {
+        const char *type = json_string_value(json_array_get(mo->types, mo->next - 1));
+        json_object_set_new(mo->result, type, json_is_array(root) ? root : json_array());
+        if (!json_is_array(root))
+            json_decref(root);
+    }
+    models_step(mo);
+}
+
+static void
+models_step(struct models *mo)
+{
+    struct httpc_request rq;
+    char url[600], path[400];
+    const char *type;
+    char *enc;
+
+    if (mo->next >= json_array_size(mo->types)) {
+        models_end(mo, NULL);
+        return;
+    }
+    type = json_string_value(json_array_get(mo->types, mo->next++));
+    if (type == NULL) {
+        models_step(mo);
+        return;
+    }
+    enc = evhttp_uriencode(type, -1, 0);
+    snprintf(path, sizeof(path), "/models/%s", enc);
+    free(enc);
+    comfy_url(mo->wf, path, url, sizeof(url));
+    memset(&rq, 0, sizeof(rq));
+    rq.method = "GET";
+    rq.url = url;
+    rq.timeout_ms = (long)mo->wf->cfg->comfy_timeout_s * 1000;
+    rq.max_body = 16u << 20;
+    mo->call = httpc_start(mo->wf->http, &rq, on_models, mo);
+    if (mo->call == NULL)
+        models_end(mo, "could not start a request to ComfyUI");
+}
+
+static void
+on_models_start(evutil_socket_t fd, short what, void *arg)
+{
+    struct models *mo = arg;
+    struct httpc_request rq;
+    char url[400];
+
+    (void)fd;
+    (void)what;
+    comfy_url(mo->wf, "/models", url, sizeof(url));
+    memset(&rq, 0, sizeof(rq));
+    rq.method = "GET";
+    rq.url = url;
+    rq.timeout_ms = (long)mo->wf->cfg->comfy_timeout_s * 1000;
+    rq.max_body = 1u << 20;
+    mo->call = httpc_start(mo->wf->http, &rq, on_models, mo);
+    if (mo->call == NULL)
+        models_end(mo, "could not start a request to ComfyUI");
+}
+
+void
+wf_fetch_models(struct wf *wf, wf_models_fn done, void *arg)
+{
+    struct models *mo = xcalloc(1, sizeof(*mo));
+
+    mo->wf = wf;
+    mo->result = json_object();
+    mo->done = done;
+    mo->arg = arg;
+    wf->fetches++;
+    mo->link = wf->models;
+    wf->models = mo;
+    event_base_once(wf->base, -1, EV_TIMEOUT, on_models_start, mo, NULL);
+}
+
 const struct tpl_set *
 wf_set(const struct wf *wf)
 {
@@ -155,6 +295,17 @@ wf_free(struct wf *wf)
         return;
     if (wf->call != NULL)
         httpc_cancel(wf->call);
+    /* Model listings still in flight are dropped unanswered: their
+     * requests were answered when the HTTP server stopped. */
+    while (wf->models != NULL) {
+        struct models *mo = wf->models;
+        wf->models = mo->link;
+        if (mo->call != NULL)
+            httpc_cancel(mo->call);
+        json_decref(mo->result);
+        json_decref(mo->types);
+        free(mo);
+    }
     event_free(wf->timer);
     tpl_set_free(wf->set);
     json_decref(wf->object_info);

@@ -23,6 +23,12 @@ void wf_reload(struct wf *wf);
 /* Fetch ComfyUI's /object_info (sampler, scheduler and model lists). */
 void wf_refresh_object_info(struct wf *wf);
 
+/* GET /models for the API: ComfyUI's model folder types, each with its
+ * files ({"checkpoints": ["a.safetensors"], ...}). done gets a new
+ * reference, or NULL and a reason. Never synchronous. */
+typedef void (*wf_models_fn)(json_t *models, const char *error, void *arg);
+void wf_fetch_models(struct wf *wf, wf_models_fn done, void *arg);
+
 /* Borrowed; valid until the next reload/refresh on the main loop. */
 const struct tpl_set *wf_set(const struct wf *wf);
 const json_t *wf_object_info(const struct wf *wf);

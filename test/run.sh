@@ -25,6 +25,8 @@ run_suite() {   # name, command...
 }
 
 run_suite unit "${UNIT_BIN:-build/release/unit-tests}"
+# Every regression input, then a few seconds of fuzzing per harness.
+FUZZ_SHORT_SECONDS=${FUZZ_SHORT_SECONDS:-5} run_suite fuzz bash test/fuzz/run.sh short
 run_suite emulator $PY test/pyrunner.py test/emulator --name emulator
 SIDECAR_BIN=${SIDECAR_BIN:-$PWD/comfy-sidecar} \
   run_suite deploy $PY test/pyrunner.py test/deploy --name deploy
