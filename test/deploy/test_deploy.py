@@ -2,8 +2,10 @@
 
 docker/Dockerfile, docker/salad/container-group.json and docker/k8s/*.yaml are
 parsed (no Docker engine or cluster needed) and checked against src/config.c
-(variable names and defaults), src/api.c (routes), README.md (documented
-defaults) and the repository (copied files exist). The Dockerfile is also run
+(variable names and defaults), src/api.c (routes, pages served from WEB_DIR),
+src/metrics.c (metric names), src/life.c (the shutdown sequence the grace
+periods must cover), README.md (documented defaults) and the repository
+(copied files exist). The Dockerfile is also run
 through two linters installed from npm under test/deploy/node_modules
 (`npm ci --prefix test/deploy`), and docker/bundle-runtime.sh is run on the
 host's build of the sidecar.
@@ -43,12 +45,8 @@ NOT_THE_SIDECARS = {
     "PYTHONUNBUFFERED": "Python's own: ComfyUI's log lines reach the sidecar "
                         "as they are written instead of in 4 KiB blocks",
 }
-# Sidecar variables that the deployment files set before config.c has them.
-# Each must be explained in docker/README.md; an entry is harmless once the
-# variable is in config.c.
-LATER_FEATURES = {
-    "WORKFLOW_DIR": "folder of the POST /workflow templates (templates issue)",
-}
+# Slack on top of the computed shutdown time (exit, reaping, kubelet timing).
+SHUTDOWN_SLACK_S = 5
 
 
 # --------------------------------------------------------------------------
@@ -76,6 +74,31 @@ def readme_defaults():
 def api_routes():
     """Every string literal in src/api.c that looks like a route."""
     return set(re.findall(r'"(/[A-Za-z0-9_./-]*)"', read("src", "api.c")))
+
+
+def served_web_dirs():
+    """The WEB_DIR subfolders src/api.c serves files from (serve_file calls)."""
+    return set(re.findall(r'serve_file\(\s*api\s*,\s*req\s*,\s*"([^"]+)"', read("src", "api.c")))
+
+
+def metric_families():
+    """{name: type} of the families src/metrics.c renders."""
+    src = read("src", "metrics.c")
+    out = dict(re.findall(r'head\(\s*out\s*,\s*"(comfy_sidecar_[a-z_]+)"\s*,\s*"([a-z]+)"', src))
+    for name in re.findall(r'histogram\(\s*out\s*,\s*"(comfy_sidecar_[a-z_]+)"', src):
+        out[name] = "histogram"
+    return out
+
+
+def webhook_drain_cap():
+    """The cap on the webhooks' last window in src/life.c's stop_step:
+    min(cap, WEBHOOK_TIMEOUT_S) seconds after the jobs' grace."""
+    m = re.search(r"webhook_timeout_s\s*<\s*(\d+)\s*\?\s*l->cfg->webhook_timeout_s\s*:\s*(\d+)",
+                  read("src", "life.c"))
+    if not m or m.group(1) != m.group(2):
+        raise AssertionError("src/life.c: the webhook drain window of stop_step no longer "
+                             "parses; update test/deploy")
+    return int(m.group(1))
 
 
 # --------------------------------------------------------------------------
@@ -286,21 +309,49 @@ class DeployTest(unittest.TestCase):
         host_port = substitute(m.group(1), self.df.scope())
         self.assertEqual(host_port.rsplit(":", 1)[-1], self.image_env["PORT"],
                          "HEALTHCHECK port")
+        # Every route a probe or the HEALTHCHECK asks is one the sidecar serves.
+        probes = {"HEALTHCHECK": m.group(2)}
+        for name in ("startup_probe", "readiness_probe", "liveness_probe"):
+            if name in self.salad:
+                probes["salad " + name] = self.salad[name]["http"]["path"]
+                self.assertEqual(self.salad[name]["http"]["scheme"], "http", name)
+                self.assertEqual(self.salad[name]["http"]["port"], self.salad["networking"]["port"])
+        for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probes["k8s " + name] = self.container[name]["httpGet"]["path"]
+        for where, route in probes.items():
+            self.assertIn(route, routes, "%s asks %s, which src/api.c does not serve"
+                          % (where, route))
+        # Readiness is /ready (503 while ComfyUI is down), never /health.
+        self.assertEqual(self.salad["readiness_probe"]["http"]["path"],
+                         self.container["readinessProbe"]["httpGet"]["path"])
+        self.assertEqual(self.salad["startup_probe"]["http"]["path"],
+                         self.container["startupProbe"]["httpGet"]["path"])
 
     def test_env_names_are_known(self):
         known = set(self.cfg) | set(NOT_THE_SIDECARS)
-        readme = read("docker", "README.md")
         for where, names in (("docker/Dockerfile ENV", self.image_env),
                              ("docker/salad/container-group.json", self.salad_env),
                              ("docker/k8s Deployment", self.k8s_env)):
             for name in names:
-                if name in known:
-                    continue
-                self.assertIn(name, LATER_FEATURES,
+                self.assertIn(name, known,
                               "%s sets %s, which the sidecar does not know" % (where, name))
-                self.assertIn(name, readme,
-                              "%s depends on a later feature: docker/README.md must say so"
-                              % name)
+        # docker/README.md's table of what the image sets names real variables,
+        # and every one the image sets.
+        readme = read("docker", "README.md")
+        table = readme.split("The image sets the following variables", 1)[1].split("\n\n", 2)[1]
+        rows = set()
+        for line in table.splitlines():
+            cell = line.split("|")[1] if line.startswith("|") else ""
+            rows |= set(re.findall(r"`([A-Z][A-Z0-9_]*)`", cell))
+        self.assertTrue(rows, "docker/README.md: no table of the image's variables")
+        for name in rows:
+            self.assertIn(name, known, "docker/README.md lists %s, which the sidecar does not "
+                                       "know" % name)
+        self.assertEqual(set(self.image_env) - rows, set(),
+                         "variables the image sets that docker/README.md's table omits")
+        for name in re.findall(r"\b(LATER_FEATURES|later feature|not exist yet|once the "
+                               r"templates work lands)\b", readme, re.I):
+            self.fail("docker/README.md still has a stale note: %r" % name)
 
     def test_config_values_are_valid(self):
         """Values of numeric and boolean variables are what config.c accepts."""
@@ -384,10 +435,58 @@ class DeployTest(unittest.TestCase):
                     self.assertIn(p["default"], shipped, "%s: parameter %s" % (rel, name))
 
     def test_workflow_dir_is_copied(self):
+        self.assertIn("WORKFLOW_DIR", self.cfg, "src/config.c has no WORKFLOW_DIR")
+        self.assertEqual(self.cfg["WORKFLOW_DIR"], readme_defaults().get("WORKFLOW_DIR"),
+                         "README.md's WORKFLOW_DIR default")
         wd = self.image_env.get("WORKFLOW_DIR")
         self.assertTrue(wd)
+        self.assertTrue(wd.startswith("/"), "WORKFLOW_DIR must be absolute (the WORKDIR may "
+                                            "change)")
         rel = self.context_copy_source(wd.rstrip("/") + "/")
         self.assertEqual((rel or "").rstrip("/"), "comfy-workflows")
+        self.assertTrue(glob.glob(path("comfy-workflows", "**", "*.json"), recursive=True))
+        # The Salad and Kubernetes files leave it to the image.
+        for env in (self.salad_env, self.k8s_env):
+            self.assertEqual(self.effective("WORKFLOW_DIR", env), wd)
+
+    def test_web_dir_holds_every_page_served(self):
+        """Every folder src/api.c serves from WEB_DIR is in the image's
+        WEB_DIR: built into the bundle by the build stage, from a repository
+        folder in the build context, and checked by the final stage's RUN."""
+        self.assertIn("WEB_DIR", self.cfg, "src/config.c has no WEB_DIR")
+        self.assertEqual(self.cfg["WEB_DIR"], readme_defaults().get("WEB_DIR"),
+                         "README.md's WEB_DIR default")
+        web = self.image_env.get("WEB_DIR")
+        self.assertTrue(web and web.startswith("/"), "the image's WEB_DIR must be absolute")
+        for env in (self.salad_env, self.k8s_env):
+            self.assertEqual(self.effective("WEB_DIR", env), web)
+        bundles = [dest.rstrip("/") for frm, _, dest in self.df.copies() if frm == "build"]
+        self.assertEqual(len(bundles), 1)
+        self.assertTrue(web.startswith(bundles[0] + "/"),
+                        "WEB_DIR %s is not inside the bundle copied from the build stage (%s)"
+                        % (web, bundles[0]))
+        build = self.df.stage("build")
+        build_run = " ".join(self.df.instrs("RUN", build))
+        build_copies = {srcs[0].rstrip("/") for frm, srcs, _ in self.df.copies(build)
+                        if frm is None}
+        final_run = " ".join(self.df.instrs("RUN"))
+        served = served_web_dirs()
+        self.assertEqual(served >= {"docs", "playground", "node_modules/swagger-ui-dist"}, True,
+                         "src/api.c's serve_file calls no longer parse: %r" % served)
+        for d in sorted(served):
+            # WORKDIR /src: web/<d> -> the bundle's web/<d>
+            self.assertRegex(build_run, r"cp -R web/%s %s/%s(\s|$)" % (
+                re.escape(d), re.escape(web), re.escape(d)),
+                "the build stage does not put web/%s into WEB_DIR" % d)
+            if d.startswith("node_modules/"):
+                self.assertIn("npm ci --prefix web", build_run)
+            else:
+                self.assertIn("web/" + d, build_copies,
+                              "the build stage does not COPY web/%s/" % d)
+                self.assertTrue(os.path.isfile(path("web", d, "index.html")),
+                                "web/%s/index.html missing" % d)
+            self.assertRegex(final_run, r'test -r "\$WEB_DIR/%s/' % re.escape(d),
+                             "the image build does not check $WEB_DIR/%s" % d)
 
     def test_checkpoints_download_is_checked(self):
         models = self.df.stage("models")
@@ -503,17 +602,40 @@ class DeployTest(unittest.TestCase):
         self.assertEqual(os.path.basename(pre[0]), "sleep")
         self.assertIn("test -x %s" % pre[0], " ".join(self.df.instrs("RUN")),
                       "the image build must check that %s exists" % pre[0])
-        stop = int(self.effective("COMFY_STOP_TIMEOUT_S", self.k8s_env))
+        need = int(pre[1]) + self.shutdown_seconds(self.k8s_env) + SHUTDOWN_SLACK_S
         grace = spec["terminationGracePeriodSeconds"]
-        self.assertGreater(grace, int(pre[1]) + stop,
-                           "terminationGracePeriodSeconds must exceed preStop + "
-                           "COMFY_STOP_TIMEOUT_S")
+        self.assertGreaterEqual(
+            grace, need, "terminationGracePeriodSeconds must cover preStop + SHUTDOWN_GRACE_S "
+            "+ webhooks + COMFY_STOP_TIMEOUT_S + %d s" % SHUTDOWN_SLACK_S)
+        # docker/README.md quotes the value.
+        self.assertIn("`terminationGracePeriodSeconds: %d`" % grace, read("docker", "README.md"))
         # ComfyUI's output folder, if mounted, is the one the image uses.
         out = self.effective("OUTPUT_DIR", self.k8s_env)
         mounts = {m["name"]: m["mountPath"] for m in self.container.get("volumeMounts", [])}
         if "output" in mounts:
             self.assertEqual(mounts["output"], out)
         self.assertEqual(self.container["image"], self.salad["container"]["image"])
+
+    def shutdown_seconds(self, platform_env):
+        """Longest time from SIGTERM to the sidecar's exit (src/life.c
+        stop_step): the jobs' grace, the webhooks' last window, ComfyUI's
+        SIGTERM-to-SIGKILL time."""
+        grace = int(self.effective("SHUTDOWN_GRACE_S", platform_env))
+        hooks = min(webhook_drain_cap(), int(self.effective("WEBHOOK_TIMEOUT_S", platform_env)))
+        stop = int(self.effective("COMFY_STOP_TIMEOUT_S", platform_env))
+        return grace + hooks + stop
+
+    def test_docker_stop_timeout_covers_shutdown(self):
+        need = self.shutdown_seconds({}) + SHUTDOWN_SLACK_S
+        found = []
+        for name in (("docker", "Dockerfile"), ("docker", "README.md")):
+            text = read(*name)
+            for m in re.finditer(r"--stop-timeout[ =](\d+)|docker stop -t (\d+)", text):
+                found.append(("/".join(name), int(m.group(1) or m.group(2))))
+        self.assertTrue(found, "no --stop-timeout shown")
+        for where, v in found:
+            self.assertGreaterEqual(v, need, "%s: docker stop timeout %d s, the sidecar may take "
+                                             "%d s + slack" % (where, v, need - SHUTDOWN_SLACK_S))
 
     def test_k8s_autoscaler(self):
         hpa = self.kind("HorizontalPodAutoscaler")
@@ -522,7 +644,26 @@ class DeployTest(unittest.TestCase):
         self.assertEqual((ref["kind"], ref["name"]), ("Deployment", self.deploy["metadata"]["name"]))
         names = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
         self.assertEqual(names, ["comfy_sidecar_queue_depth"])
+        fams = metric_families()
+        self.assertGreaterEqual(len(fams), 10, "src/metrics.c's families no longer parse")
+        for name in names:
+            self.assertEqual(fams.get(name), "gauge",
+                             "the HPA scales on %s, which src/metrics.c does not render as a "
+                             "gauge" % name)
+        self.assertIn("/metrics", api_routes())
         self.assertIn("/metrics", read("docker", "README.md"))
+        # Every metric the READMEs name exists.
+        for doc in (("README.md",), ("docker", "README.md"), ("docker", "k8s", "hpa.yaml")):
+            for name in set(re.findall(r"\bcomfy_sidecar_[a-z_]+", read(*doc))):
+                self.assertIn(name, fams, "%s names %s, which src/metrics.c does not render"
+                              % ("/".join(doc), name))
+
+    def test_prometheus_annotations(self):
+        ann = self.deploy["spec"]["template"]["metadata"].get("annotations", {})
+        self.assertEqual(ann.get("prometheus.io/scrape"), "true")
+        self.assertIn(ann.get("prometheus.io/path"), api_routes())
+        self.assertEqual(ann.get("prometheus.io/path"), "/metrics")
+        self.assertEqual(int(ann["prometheus.io/port"]), int(self.effective("PORT", self.k8s_env)))
 
     def test_yaml_and_json_syntax(self):
         for f in glob.glob(path("docker", "**", "*.json"), recursive=True):

@@ -21,6 +21,7 @@ import heapq
 import io
 import ipaddress
 import json
+import math
 import mimetypes
 import os
 import random
@@ -31,6 +32,7 @@ import sys
 import time
 import traceback
 import uuid
+import wave
 from urllib.parse import urlparse
 
 from aiohttp import web, WSMsgType
@@ -70,6 +72,8 @@ FAKE_ROOT = "/opt/ComfyUI"
 PROMPT_FAULTS = ("runtime_error", "oom", "crash", "hang", "ws_drop", "ws_silence")
 REQUEST_FAULTS = ("slow_view", "view_error", "prompt_500")
 AIOHTTP_500_TEXT = "500 Internal Server Error\n\nServer got itself in trouble"
+# VideoHelperSuite's image formats (its video formats need ffmpeg, which the emulator lacks)
+VHS_FORMATS = ["image/gif", "image/webp"]
 
 
 def now_ms():
@@ -140,6 +144,18 @@ class Model:
         return "<%s object at 0x%012x>" % (names[self.kind], digest(self.kind, self.ckpt) >> 16)
 
 
+class Audio:
+    """An AUDIO value: {"waveform": tensor [batch, channels, samples], "sample_rate": int} in
+    ComfyUI; here 16-bit mono PCM samples (bytes, little-endian) for a batch of one."""
+
+    def __init__(self, pcm, sample_rate):
+        self.pcm, self.sample_rate = pcm, sample_rate
+
+    def describe(self):
+        return "{'waveform': tensor(<1x1x%d>), 'sample_rate': %d}" % (
+            len(self.pcm) // 2, self.sample_rate)
+
+
 class Conditioning:
     def __init__(self, key):
         self.key = key
@@ -157,8 +173,9 @@ class Latent:
 
 
 class Mask:
-    def __init__(self, w, h):
+    def __init__(self, w, h, img=None):
         self.w, self.h = w, h
+        self.img = img          # an "L" Pillow image (0 = 0.0, 255 = 1.0) or None (zeros)
 
     def describe(self):
         return "tensor(<1x%dx%d>)" % (self.h, self.w)
@@ -382,6 +399,57 @@ def build_node_defs():
                 [], hidden=[("prompt", "PROMPT"), ("extra_pnginfo", "EXTRA_PNGINFO")],
                 output_node=True,
                 description="Saves the input images to your ComfyUI output directory."),
+        # -- media loaders and savers that are not plain PNG images (issue 8) --
+        NodeDef("LoadImageMask", "Load Image (as Mask)", "mask",
+                lambda emu: [("image", [emu.input_image_list(), {"image_upload": True}]),
+                             ("channel", [["alpha", "red", "green", "blue"]])],
+                ["MASK"], validate_inputs=("image",)),
+        NodeDef("MaskToImage", "Convert Mask to Image", "mask",
+                [req("mask", "MASK")], ["IMAGE"], python_module="comfy_extras.nodes_mask"),
+        NodeDef("SaveAnimatedWEBP", "SaveAnimatedWEBP", "image/animation",
+                [req("images", "IMAGE"),
+                 req("filename_prefix", "STRING", default="ComfyUI"),
+                 req("fps", "FLOAT", default=6.0, min=0.01, max=1000.0, step=0.01),
+                 req("lossless", "BOOLEAN", default=True),
+                 req("quality", "INT", default=80, min=0, max=100),
+                 ("method", [["default", "fastest", "slowest"]])],
+                [], hidden=[("prompt", "PROMPT"), ("extra_pnginfo", "EXTRA_PNGINFO")],
+                output_node=True, python_module="comfy_extras.nodes_images"),
+        NodeDef("SaveAnimatedPNG", "SaveAnimatedPNG", "image/animation",
+                [req("images", "IMAGE"),
+                 req("filename_prefix", "STRING", default="ComfyUI"),
+                 req("fps", "FLOAT", default=6.0, min=0.01, max=1000.0, step=0.01),
+                 req("compress_level", "INT", default=4, min=0, max=9)],
+                [], hidden=[("prompt", "PROMPT"), ("extra_pnginfo", "EXTRA_PNGINFO")],
+                output_node=True, python_module="comfy_extras.nodes_images"),
+        NodeDef("VHS_VideoCombine", "Video Combine \U0001f3a5\U0001f145\U0001f157\U0001f162",
+                "Video Helper Suite \U0001f3a5\U0001f145\U0001f157\U0001f162",
+                [req("images", "IMAGE"),
+                 req("frame_rate", "FLOAT", default=8, min=1, step=1),
+                 req("loop_count", "INT", default=0, min=0, max=100, step=1),
+                 req("filename_prefix", "STRING", default="AnimateDiff"),
+                 ("format", [VHS_FORMATS]),
+                 req("pingpong", "BOOLEAN", default=False),
+                 req("save_output", "BOOLEAN", default=True)],
+                ["VHS_FILENAMES"], output_names=["Filenames"],
+                hidden=[("prompt", "PROMPT"), ("extra_pnginfo", "EXTRA_PNGINFO"),
+                        ("unique_id", "UNIQUE_ID")],
+                output_node=True,
+                python_module="custom_nodes.ComfyUI-VideoHelperSuite"),
+        NodeDef("EmulatorSineAudio", "Sine Audio (emulator only)", "emulator",
+                [req("duration", "FLOAT", default=1.0, min=0.01, max=60.0, step=0.01),
+                 req("sample_rate", "INT", default=8000, min=1000, max=48000),
+                 req("frequency", "FLOAT", default=440.0, min=1.0, max=20000.0)],
+                ["AUDIO"], python_module="emulator",
+                description="Not a ComfyUI node: a sine tone, so that SaveAudio has a source."),
+        NodeDef("SaveAudio", "Save Audio (FLAC)", "audio",
+                [req("audio", "AUDIO"),
+                 req("filename_prefix", "STRING", default="audio/ComfyUI")],
+                [], hidden=[("prompt", "PROMPT"), ("extra_pnginfo", "EXTRA_PNGINFO")],
+                output_node=True, python_module="comfy_extras.nodes_audio"),
+        NodeDef("PreviewAny", "Preview Any", "utils",
+                [("source", ["*", {}])], [], output_node=True,
+                python_module="comfy_extras.nodes_preview_any"),
     ]
     return {d.name: d for d in defs}
 
@@ -1368,8 +1436,9 @@ class Emulator:
         return ([Image.new("RGB", (i["width"], i["height"]), rgb)
                  for _ in range(i["batch_size"])],), None
 
-    def save_images(self, images, prefix, out_dir, type_, compress, prompt, extra):
-        w, h = images[0].size
+    def save_path(self, prefix, out_dir, w, h):
+        """ComfyUI's folder_paths.get_save_image_path: (full folder, file name part, counter,
+        subfolder). Raises the node error ComfyUI raises for a prefix escaping out_dir."""
         if "%" in prefix:
             lt = time.localtime()
             for k, v in (("%width%", str(w)), ("%height%", str(h)), ("%year%", str(lt.tm_year)),
@@ -1408,6 +1477,11 @@ class Emulator:
             counter = best + 1
         except FileNotFoundError:
             os.makedirs(full, exist_ok=True)
+        return full, filename, counter, subfolder
+
+    def save_images(self, images, prefix, out_dir, type_, compress, prompt, extra):
+        w, h = images[0].size
+        full, filename, counter, subfolder = self.save_path(prefix, out_dir, w, h)
         results = []
         for bn, im in enumerate(images):
             meta = None
@@ -1438,6 +1512,155 @@ class Emulator:
         res = self.save_images(i["images"], "ComfyUI" + sfx, self.temp_dir, "temp", 1,
                                prompt, extra.get("extra_pnginfo"))
         return (), {"images": res}
+
+
+    # -- media nodes (issue 8): loaders and savers of non-PNG outputs --------------------------
+    def node_LoadImageMask(self, nid, i, prompt, extra):
+        name, d = self.annotated_path(i["image"])
+        path = os.path.join(d, name)
+        try:
+            img = Image.open(path)
+        except FileNotFoundError:
+            raise NodeRuntimeError("[Errno 2] No such file or directory: '%s'" % path,
+                                   "FileNotFoundError")
+        with img:
+            img = ImageOps.exif_transpose(img)
+            if img.getbands() != ("R", "G", "B", "A"):
+                img = img.convert("RGBA")
+            c = i["channel"][0].upper()
+            band = img.getchannel(c)
+            if c == "A":
+                band = ImageOps.invert(band)    # ComfyUI: mask = 1 - alpha
+        return (Mask(band.width, band.height, band),), None
+
+    def node_MaskToImage(self, nid, i, prompt, extra):
+        m = i["mask"]
+        band = m.img if m.img is not None else Image.new("L", (m.w, m.h), 0)
+        return ([Image.merge("RGB", (band, band, band))],), None
+
+    def exif_metadata(self, img, prompt, extra):
+        """The EXIF block ComfyUI's SaveAnimatedWEBP writes: 0x0110 (Model) = "prompt:<json>",
+        then one tag per extra_pnginfo key counting down from 0x010f (Make)."""
+        exif = img.getexif()
+        if self.args.disable_metadata:
+            return exif
+        if prompt is not None:
+            exif[0x0110] = "prompt:%s" % json.dumps(prompt)
+        if extra is not None:
+            tag = 0x010f
+            for k in extra:
+                exif[tag] = "%s:%s" % (k, json.dumps(extra[k]))
+                tag -= 1
+        return exif
+
+    def node_SaveAnimatedWEBP(self, nid, i, prompt, extra):
+        frames = i["images"]
+        method = {"default": 4, "fastest": 0, "slowest": 6}[i["method"]]
+        full, filename, counter, subfolder = self.save_path(
+            i["filename_prefix"], self.output_dir, frames[0].width, frames[0].height)
+        name = "%s_%05d_.webp" % (filename, counter)
+        frames[0].save(os.path.join(full, name), format="WEBP", save_all=True,
+                       duration=int(1000.0 / i["fps"]), append_images=frames[1:],
+                       exif=self.exif_metadata(frames[0], prompt, extra.get("extra_pnginfo")),
+                       lossless=bool(i["lossless"]), quality=i["quality"], method=method)
+        res = [{"filename": name, "subfolder": subfolder, "type": "output"}]
+        # num_frames defaults to the batch size, so a batch of one is "not animated"
+        return (), {"images": res, "animated": [len(frames) != 1]}
+
+    def node_SaveAnimatedPNG(self, nid, i, prompt, extra):
+        frames = i["images"]
+        full, filename, counter, subfolder = self.save_path(
+            i["filename_prefix"], self.output_dir, frames[0].width, frames[0].height)
+        meta = None
+        if not self.args.disable_metadata:
+            meta = PngInfo()
+            if prompt is not None:
+                meta.add(b"comf", b"prompt\0" + json.dumps(prompt).encode("latin-1"),
+                         after_idat=True)
+            for k, v in (extra.get("extra_pnginfo") or {}).items():
+                meta.add(b"comf", k.encode("latin-1") + b"\0" + json.dumps(v).encode("latin-1"),
+                         after_idat=True)
+        name = "%s_%05d_.png" % (filename, counter)
+        frames[0].save(os.path.join(full, name), format="PNG", pnginfo=meta,
+                       compress_level=i["compress_level"], save_all=True,
+                       duration=int(1000.0 / i["fps"]), append_images=frames[1:])
+        res = [{"filename": name, "subfolder": subfolder, "type": "output"}]
+        return (), {"images": res, "animated": [True]}
+
+    def node_VHS_VideoCombine(self, nid, i, prompt, extra):
+        frames = list(i["images"])
+        save_output = bool(i["save_output"])
+        out_dir = self.output_dir if save_output else self.temp_dir
+        fmt = i["format"]
+        full, filename, _, subfolder = self.save_path(i["filename_prefix"], out_dir, 0, 0)
+        # VideoHelperSuite's own counter: <prefix>_<digits><non-digits>.<ext>
+        best = 0
+        for f in os.listdir(full):
+            if f.lower().startswith(filename.lower() + "_"):
+                rest = f[len(filename) + 1:]
+                digits = ""
+                while rest[:1].isdigit():
+                    digits, rest = digits + rest[0], rest[1:]
+                if digits and "." in rest:
+                    best = max(best, int(digits))
+        counter = best + 1
+        first = "%s_%05d.png" % (filename, counter)
+        meta = None
+        if not self.args.disable_metadata:
+            meta = PngInfo()
+            if prompt is not None:
+                meta.add_text("prompt", json.dumps(prompt))
+            for k, v in (extra.get("extra_pnginfo") or {}).items():
+                meta.add_text(k, json.dumps(v))
+        frames[0].save(os.path.join(full, first), pnginfo=meta, compress_level=4)
+        if i["pingpong"]:
+            frames = frames + frames[-2:0:-1]
+        ext = fmt.split("/")[1]
+        name = "%s_%05d.%s" % (filename, counter, ext)
+        kw = {"disposal": 2} if ext == "gif" else {"lossless": False}
+        frames[0].save(os.path.join(full, name), format=ext.upper(), save_all=True,
+                       append_images=frames[1:], duration=round(1000 / i["frame_rate"]),
+                       loop=i["loop_count"], compress_level=4, **kw)
+        files = [os.path.join(full, first), os.path.join(full, name)]
+        preview = {"filename": name, "subfolder": subfolder,
+                   "type": "output" if save_output else "temp", "format": fmt,
+                   "frame_rate": i["frame_rate"], "workflow": first, "fullpath": files[-1]}
+        return ((save_output, files),), {"gifs": [preview]}
+
+    def node_EmulatorSineAudio(self, nid, i, prompt, extra):
+        sr = i["sample_rate"]
+        n = max(1, int(round(i["duration"] * sr)))
+        f = i["frequency"]
+        pcm = struct.pack("<%dh" % n, *(int(12000 * math.sin(2 * math.pi * f * k / sr))
+                                       for k in range(n)))
+        return (Audio(pcm, sr),), None
+
+    def node_SaveAudio(self, nid, i, prompt, extra):
+        audio = i["audio"]
+        full, filename, counter, subfolder = self.save_path(i["filename_prefix"],
+                                                            self.output_dir, 0, 0)
+        # ComfyUI writes FLAC through torchaudio/PyAV; the emulator writes WAV (.wav)
+        name = "%s_%05d_.wav" % (filename.replace("%batch_num%", "0"), counter)
+        with wave.open(os.path.join(full, name), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(audio.sample_rate)
+            w.writeframes(audio.pcm)
+        return (), {"audio": [{"filename": name, "subfolder": subfolder, "type": "output"}]}
+
+    def node_PreviewAny(self, nid, i, prompt, extra):
+        src = i.get("source")
+        value = "None"
+        if isinstance(src, str):
+            value = src
+        elif isinstance(src, (int, float, bool)):
+            value = str(src)
+        elif src is not None:
+            try:
+                value = json.dumps(src)
+            except (TypeError, ValueError):
+                value = str(describe_value(src))
+        return (), {"text": [value]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1498,6 +1721,7 @@ class Server:
         rec = {"method": request.method, "path": request.path,
                "query": dict(request.rel_url.query), "body": None}
         self.emu.request_log.append(rec)
+        request["emu_rec"] = rec
         ctype = request.headers.get("Content-Type", "")
         if request.method in ("POST", "PUT", "PATCH") and not ctype.startswith("multipart/"):
             raw = await request.read()      # over --max-upload-size: aiohttp answers 413
@@ -1787,6 +2011,14 @@ class Server:
             return web.Response(status=400)
         os.makedirs(full_folder, exist_ok=True)
         content = image.file.read()
+        rec = request.get("emu_rec")
+        if rec is not None:
+            # what the uploader sent (a control-interface addition, see CONTROL.md)
+            rec["form"] = {k: post.get(k) for k in ("type", "subfolder", "overwrite")
+                           if isinstance(post.get(k), str)}
+            rec["form"]["image"] = {"filename": image.filename, "size": len(content),
+                                    "content_type": image.content_type,
+                                    "sha256": hashlib.sha256(content).hexdigest()}
         stem, ext = os.path.splitext(filename)
         duplicate = False
         if not (overwrite is not None and overwrite in ("true", "1")):

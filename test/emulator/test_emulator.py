@@ -1394,5 +1394,212 @@ class NoiseModeTests(unittest.TestCase):
         self.assertNotEqual(a, b)
 
 
+
+class MediaNodeTests(unittest.TestCase):
+    """Loaders and save nodes whose outputs are not plain PNG images (issue 8), and the
+    upload form fields the request log records."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.emu = Emu()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.emu.stop()
+
+    def run_graph(self, g, **extra):
+        body = {"prompt": g}
+        body.update(extra)
+        st, _, data = self.emu.request("POST", "/prompt", body)
+        self.assertEqual(st, 200, data)
+        h = self.emu.wait_history(json.loads(data)["prompt_id"])
+        self.assertEqual(h["status"]["status_str"], "success", h["status"])
+        return h
+
+    @staticmethod
+    def frames(batch=3, w=40, h=24):
+        """A batch of distinct frames: EmptyLatentImage -> VAEDecode (node "f")."""
+        return {"ck": {"class_type": "CheckpointLoaderSimple",
+                       "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}},
+                "lat": {"class_type": "EmptyLatentImage",
+                        "inputs": {"width": w, "height": h, "batch_size": batch}},
+                "f": {"class_type": "VAEDecode", "inputs": {"samples": ["lat", 0],
+                                                            "vae": ["ck", 2]}}}
+
+    def test_object_info(self):
+        info = self.emu.json("GET", "/object_info")
+        for cls in ("LoadImageMask", "MaskToImage", "SaveAnimatedWEBP", "SaveAnimatedPNG",
+                    "VHS_VideoCombine", "EmulatorSineAudio", "SaveAudio", "PreviewAny"):
+            self.assertIn(cls, info)
+        for cls in ("SaveAnimatedWEBP", "SaveAnimatedPNG", "VHS_VideoCombine", "SaveAudio",
+                    "PreviewAny"):
+            self.assertTrue(info[cls]["output_node"], cls)
+        self.assertEqual(info["PreviewAny"]["input"]["required"]["source"], ["*", {}])
+        self.assertEqual(info["VHS_VideoCombine"]["output"], ["VHS_FILENAMES"])
+        self.assertIn("image/gif", info["VHS_VideoCombine"]["input"]["required"]["format"][0])
+        self.assertEqual(info["SaveAudio"]["input"]["required"]["filename_prefix"],
+                         ["STRING", {"default": "audio/ComfyUI"}])
+
+    def test_save_animated_webp(self):
+        g = self.frames(3, 40, 24)
+        g["s"] = {"class_type": "SaveAnimatedWEBP", "inputs": {
+            "images": ["f", 0], "filename_prefix": "anim/w", "fps": 4.0, "lossless": False,
+            "quality": 70, "method": "default"}}
+        h = self.run_graph(g)
+        ui = h["outputs"]["s"]
+        self.assertEqual(ui, {"images": [{"filename": "w_00001_.webp", "subfolder": "anim",
+                                          "type": "output"}], "animated": [True]})
+        with Image.open(os.path.join(self.emu.out, "anim", "w_00001_.webp")) as im:
+            self.assertEqual(im.format, "WEBP")
+            self.assertEqual(im.size, (40, 24))
+            self.assertEqual(getattr(im, "n_frames", 1), 3)
+        # a batch of one is not "animated" (ComfyUI: num_frames != 1)
+        g["lat"]["inputs"]["batch_size"] = 1
+        ui = self.run_graph(g)["outputs"]["s"]
+        self.assertEqual(ui["images"][0]["filename"], "w_00002_.webp")
+        self.assertEqual(ui["animated"], [False])
+        # served by /view with its type
+        st, hdrs, data = self.emu.request("GET", "/view?" + urllib.parse.urlencode(
+            ui["images"][0]))
+        self.assertEqual(st, 200)
+        self.assertEqual(hdrs["Content-Type"], "image/webp")
+        self.assertEqual(Image.open(io.BytesIO(data)).format, "WEBP")
+
+    def test_save_animated_png(self):
+        g = self.frames(2, 16, 16)
+        g["s"] = {"class_type": "SaveAnimatedPNG", "inputs": {
+            "images": ["f", 0], "filename_prefix": "apng", "fps": 6.0, "compress_level": 4}}
+        ui = self.run_graph(g)["outputs"]["s"]
+        self.assertEqual(ui, {"images": [{"filename": "apng_00001_.png", "subfolder": "",
+                                          "type": "output"}], "animated": [True]})
+        with Image.open(os.path.join(self.emu.out, "apng_00001_.png")) as im:
+            self.assertEqual((im.format, im.size, im.n_frames), ("PNG", (16, 16), 2))
+
+    def test_vhs_video_combine_gif(self):
+        g = self.frames(3, 32, 16)
+        g["v"] = {"class_type": "VHS_VideoCombine", "inputs": {
+            "images": ["f", 0], "frame_rate": 8, "loop_count": 0, "filename_prefix": "vid/clip",
+            "format": "image/gif", "pingpong": False, "save_output": True}}
+        ui = self.run_graph(g)["outputs"]["v"]
+        self.assertEqual(list(ui), ["gifs"])
+        p = ui["gifs"][0]
+        self.assertEqual({k: p[k] for k in ("filename", "subfolder", "type", "format",
+                                            "frame_rate", "workflow")},
+                         {"filename": "clip_00001.gif", "subfolder": "vid", "type": "output",
+                          "format": "image/gif", "frame_rate": 8.0,
+                          "workflow": "clip_00001.png"})
+        self.assertEqual(p["fullpath"], os.path.join(self.emu.out, "vid", "clip_00001.gif"))
+        with Image.open(p["fullpath"]) as im:
+            self.assertEqual((im.format, im.size, im.n_frames), ("GIF", (32, 16), 3))
+        self.assertTrue(os.path.isfile(os.path.join(self.emu.out, "vid", "clip_00001.png")))
+        st, hdrs, data = self.emu.request("GET", "/view?" + urllib.parse.urlencode(
+            {"filename": p["filename"], "subfolder": p["subfolder"], "type": p["type"]}))
+        self.assertEqual((st, hdrs["Content-Type"]), (200, "image/gif"))
+        # the counter goes on; pingpong adds the frames back; save_output false -> temp
+        g["v"]["inputs"].update(pingpong=True, save_output=False)
+        p = self.run_graph(g)["outputs"]["v"]["gifs"][0]
+        self.assertEqual((p["type"], p["subfolder"]), ("temp", "vid"))
+        with Image.open(os.path.join(self.emu.temp, "vid", p["filename"])) as im:
+            self.assertEqual(im.n_frames, 4)
+        g["v"]["inputs"].update(save_output=True, pingpong=False)
+        g["lat"]["inputs"]["batch_size"] = 2
+        p = self.run_graph(g)["outputs"]["v"]["gifs"][0]
+        self.assertEqual(p["filename"], "clip_00002.gif")
+
+    def test_save_audio_wav(self):
+        g = {"a": {"class_type": "EmulatorSineAudio",
+                   "inputs": {"duration": 0.5, "sample_rate": 8000, "frequency": 440.0}},
+             "s": {"class_type": "SaveAudio", "inputs": {"audio": ["a", 0],
+                                                         "filename_prefix": "audio/ComfyUI"}}}
+        ui = self.run_graph(g)["outputs"]["s"]
+        self.assertEqual(ui, {"audio": [{"filename": "ComfyUI_00001_.wav", "subfolder": "audio",
+                                         "type": "output"}]})
+        import wave
+        with wave.open(os.path.join(self.emu.out, "audio", "ComfyUI_00001_.wav"), "rb") as w:
+            self.assertEqual((w.getnchannels(), w.getsampwidth(), w.getframerate(),
+                              w.getnframes()), (1, 2, 8000, 4000))
+        st, hdrs, _ = self.emu.request("GET", "/view?" + urllib.parse.urlencode(ui["audio"][0]))
+        self.assertEqual(st, 200)
+        self.assertIn(hdrs["Content-Type"], ("audio/x-wav", "audio/wav"))
+
+    def test_preview_any_text(self):
+        for value, text in (("hello world", "hello world"), (5, "5"), (2.5, "2.5")):
+            with self.subTest(value=value):
+                g = {"p": {"class_type": "PreviewAny", "inputs": {"source": value}}}
+                self.assertEqual(self.run_graph(g)["outputs"]["p"], {"text": [text]})
+        # linked to an IMAGE: a string description, still a text output
+        g = {"i": {"class_type": "EmptyImage",
+                   "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+             "p": {"class_type": "PreviewAny", "inputs": {"source": ["i", 0]}}}
+        out = self.run_graph(g)["outputs"]["p"]["text"]
+        self.assertEqual(len(out), 1)
+        self.assertIsInstance(out[0], str)
+
+    def test_upload_to_sidecar_subfolder_and_load(self):
+        e = self.emu
+        img = Image.new("RGBA", (12, 10), (200, 100, 50, 64))
+        img.putpixel((0, 0), (10, 20, 30, 255))
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        data = buf.getvalue()
+        n0 = len(e.json("GET", "/__emulator/requests"))
+        st, _, body = e.upload("req1_38_abc.png", data, type="input", subfolder="sidecar",
+                               overwrite="true")
+        self.assertEqual((st, json.loads(body)), (200, {"name": "req1_38_abc.png",
+                                                        "subfolder": "sidecar",
+                                                        "type": "input"}))
+        path = os.path.join(e.inp, "sidecar", "req1_38_abc.png")
+        with open(path, "rb") as fh:
+            self.assertEqual(fh.read(), data)
+        # overwrite=true replaces in place (no " (1)" name)
+        st, _, body = e.upload("req1_38_abc.png", data + b"\0", type="input",
+                               subfolder="sidecar", overwrite="true")
+        self.assertEqual(json.loads(body)["name"], "req1_38_abc.png")
+        e.upload("req1_38_abc.png", data, type="input", subfolder="sidecar", overwrite="true")
+        # the request log shows the form fields and the file
+        recs = [r for r in e.json("GET", "/__emulator/requests")[n0:]
+                if r["path"] == "/upload/image"]
+        self.assertEqual(len(recs), 3)
+        self.assertEqual(recs[0]["form"], {
+            "type": "input", "subfolder": "sidecar", "overwrite": "true",
+            "image": {"filename": "req1_38_abc.png", "size": len(data),
+                      "content_type": "image/png",
+                      "sha256": __import__("hashlib").sha256(data).hexdigest()}})
+        # LoadImage and LoadImageMask read sidecar/<name>
+        g = {"l": {"class_type": "LoadImage", "inputs": {"image": "sidecar/req1_38_abc.png"}},
+             "m": {"class_type": "LoadImageMask",
+                   "inputs": {"image": "sidecar/req1_38_abc.png", "channel": "red"}},
+             "a": {"class_type": "LoadImageMask",
+                   "inputs": {"image": "sidecar/req1_38_abc.png", "channel": "alpha"}},
+             "mi": {"class_type": "MaskToImage", "inputs": {"mask": ["m", 0]}},
+             "ai": {"class_type": "MaskToImage", "inputs": {"mask": ["a", 0]}},
+             "s1": {"class_type": "SaveImage", "inputs": {"images": ["l", 0],
+                                                          "filename_prefix": "ld"}},
+             "s2": {"class_type": "SaveImage", "inputs": {"images": ["mi", 0],
+                                                          "filename_prefix": "mk"}},
+             "s3": {"class_type": "SaveImage", "inputs": {"images": ["ai", 0],
+                                                          "filename_prefix": "al"}}}
+        h = self.run_graph(g)
+
+        def px(node):
+            f = h["outputs"][node]["images"][0]["filename"]
+            with Image.open(os.path.join(e.out, f)) as im:
+                return im.size, im.convert("RGB").getpixel((0, 0)), \
+                    im.convert("RGB").getpixel((5, 5))
+        self.assertEqual(px("s1"), ((12, 10), (10, 20, 30), (200, 100, 50)))
+        self.assertEqual(px("s2"), ((12, 10), (10, 10, 10), (200, 200, 200)))
+        self.assertEqual(px("s3"), ((12, 10), (0, 0, 0), (191, 191, 191)))
+        # a missing file fails LoadImageMask's validation like LoadImage's
+        g = {"m": {"class_type": "LoadImageMask",
+                   "inputs": {"image": "sidecar/nope.png", "channel": "red"}},
+             "mi": {"class_type": "MaskToImage", "inputs": {"mask": ["m", 0]}},
+             "s": {"class_type": "SaveImage", "inputs": {"images": ["mi", 0],
+                                                         "filename_prefix": "x"}}}
+        st, _, body = e.request("POST", "/prompt", {"prompt": g})
+        self.assertEqual(st, 400)
+        err = json.loads(body)["node_errors"]["m"]["errors"][0]
+        self.assertEqual(err["details"], "image - Invalid image file: sidecar/nope.png")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -41,13 +41,18 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 
 # Every variable the README documents; removed from the inherited environment
 # so that a developer's shell cannot change what a test runs.
-CONFIG_VARS = (
-    "HOST", "PORT", "DIRECT_ADDRESS", "COMFYUI_PORT_HOST", "CMD", "COMFY_HOME",
-    "OUTPUT_DIR", "INPUT_DIR", "STARTUP_CHECK_INTERVAL_S", "STARTUP_CHECK_MAX_TRIES",
-    "ALWAYS_RESTART_COMFYUI", "WARMUP_PROMPT_FILE", "MAX_BODY_SIZE_MB",
-    "PREPEND_FILENAMES", "LOG_LEVEL", "COMFY_TIMEOUT_S", "RECONCILE_INTERVAL_MS",
-    "MAX_OUTPUT_MB", "COMFY_STOP_TIMEOUT_S",
-)
+def _config_vars():
+    """Every variable the sidecar reads (its table in src/config.c) and
+    SaladCloud's, so that nothing leaks in from the developer's shell."""
+    names = ["SALAD_CONTAINER_GROUP_ID", "SALAD_CONTAINER_GROUP_NAME", "SALAD_MACHINE_ID",
+             "SALAD_ORGANIZATION_ID", "SALAD_ORGANIZATION_NAME", "SALAD_PROJECT_ID",
+             "SALAD_PROJECT_NAME", "SALAD_INSTANCE_ID"]
+    with open(os.path.join(REPO, "src", "config.c")) as f:
+        names += re.findall(r'^\s*\{"([A-Z][A-Z0-9_]*)", CFG_', f.read(), re.M)
+    return tuple(names)
+
+
+CONFIG_VARS = _config_vars()
 
 _tmpdirs = []
 _all_instances = []

@@ -12,7 +12,6 @@ import harness
 from harness import SidecarTestCase, decode_image
 
 UNIMPLEMENTED = {
-    "convert_output": {"format": "jpeg", "options": {"quality": 80}},
     "s3": {"bucket": "b", "prefix": "p/"},
     "hf_upload": {"repo": "user/repo"},
     "azure_blob_upload": {"container": "c"},
