@@ -67,7 +67,13 @@ test_errors(void)
     expect("{\"prompt\":" GRAPH ",\"webhook_v2\":\"file:///etc/passwd\"}", 400, "webhook_v2");
     expect("{\"prompt\":" GRAPH ",\"webhook_v2\":\"http://a b\"}", 400, "webhook_v2");
     expect("{\"prompt\":" GRAPH ",\"webhook_v2\":7}", 400, "webhook_v2");
-    expect("{\"prompt\":" GRAPH ",\"convert_output\":{}}", 400, "convert_output");
+    expect("{\"prompt\":" GRAPH ",\"convert_output\":{}}", 400, "convert_output.format");
+    expect("{\"prompt\":" GRAPH ",\"convert_output\":{\"format\":\"tiff\"}}", 400,
+           "convert_output.format");
+    expect("{\"prompt\":" GRAPH ",\"convert_output\":{\"format\":\"jpeg\",\"options\":"
+           "{\"lossless\":true}}}", 400, "convert_output.options.lossless");
+    expect("{\"prompt\":" GRAPH ",\"convert_output\":{\"format\":\"webp\",\"options\":"
+           "{\"effort\":9}}}", 400, "convert_output.options.effort");
     expect("{\"prompt\":" GRAPH ",\"credentials\":[]}", 400, "credentials");
     expect("{\"prompt\":" GRAPH ",\"bogus\":1}", 400, "bogus");
     expect("{\"prompt\":" GRAPH ",\"id\":\"../x\"}", 400, "id");
