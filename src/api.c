@@ -170,7 +170,7 @@ evhttp_send_error(struct evhttp_request *req, int error, const char *reason_phra
         location = "body";
         break;
     case 400:
-        snprintf(msg, sizeof(msg), "malformed HTTP request");
+        snprintf(msg, sizeof(msg), "malformed HTTP request, or its headers are larger than 64 KiB");
         break;
     case 405:
     case 501:
@@ -1258,10 +1258,10 @@ make_room(struct api *api)
 
     for (i = 0; i < api->n_conns; i++) {
         struct conn *c = api->conns[i];
-        bufferevent_data_cb rcb = NULL;
+        bufferevent_event_cb ecb = NULL;
 
-        bufferevent_getcb(c->bev, &rcb, NULL, NULL, NULL);
-        if (c->busy || rcb == NULL || bufferevent_getfd(c->bev) < 0 || c->closing)
+        bufferevent_getcb(c->bev, NULL, NULL, &ecb, NULL);
+        if (c->busy || ecb == NULL || bufferevent_getfd(c->bev) < 0 || c->closing)
             continue;
         if (oldest == NULL || c->since < oldest->since)
             oldest = c;
@@ -1302,10 +1302,12 @@ on_conn_sweep(evutil_socket_t fd, short what, void *arg)
     (void)what;
     while (i < api->n_conns) {
         struct conn *c = api->conns[i];
-        bufferevent_data_cb rcb = NULL;
+        bufferevent_event_cb ecb = NULL;
 
-        bufferevent_getcb(c->bev, &rcb, NULL, NULL, NULL);
-        if (rcb == NULL) {
+        /* evhttp keeps an event callback on a live connection (its read
+         * callback comes and goes while it writes); freeing clears it. */
+        bufferevent_getcb(c->bev, NULL, NULL, &ecb, NULL);
+        if (ecb == NULL) {
             /* evhttp is done with it: ours is the last reference. */
             evbuffer_remove_cb(bufferevent_get_input(c->bev), on_input, c);
             bufferevent_decref(c->bev);

@@ -240,6 +240,7 @@ on_hang(const char *why, void *arg)
     if (sup_running(l->sup)) {
         log_error("ComfyUI seems hung; killing it (ALWAYS_RESTART_COMFYUI=%s)",
                   l->cfg->always_restart ? "true: it will be restarted" : "false: exiting");
+        mark_down(l, "hung"); /* not ready from now, not from when it is reaped */
         sup_kill(l->sup); /* on_child_exit applies the restart policy */
     } else {
         log_error("ComfyUI seems hung, and it is not ours to restart (CMD is empty)");
