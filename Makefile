@@ -10,7 +10,9 @@
 #   make valgrind   part of the integration suite under valgrind
 #   V=1             show the commands
 
-PKGS    := libevent jansson libcurl libwebsockets libcrypto vips
+PKGS    := libevent jansson libcurl libwebsockets libcrypto
+# libvips is loaded at run time by src/convert.c (dlopen): headers only here.
+VIPS_CFLAGS := $(shell pkg-config --cflags vips 2>/dev/null)
 CC      ?= cc
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -19,7 +21,7 @@ ifeq ($(CI),true)
 WARN    += -Werror
 endif
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(VIPS_CFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lb64 -lpthread -lm
 
 SRC     := src/main.c src/config.c src/log.c src/util.c src/utf8.c src/b64.c src/request.c \

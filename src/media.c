@@ -353,6 +353,11 @@ next_input(struct media_prep *p)
     }
     in = &p->inputs[p->cur];
     v = in->value;
+    if (in->bad_scheme == 2) {
+        prep_fail(p, 400, "the image is empty: give base64, a data: or http(s) URL, or the "
+                          "name of a file in ComfyUI's input folder");
+        return;
+    }
     if (in->bad_scheme) {
         prep_fail(p, 400, "unsupported URL scheme: only http://, https:// and data: URLs, "
                           "base64, or a file name in ComfyUI's input folder");
@@ -438,8 +443,13 @@ media_prepare(struct media *m, json_t *graph, const char *id, media_done_fn done
             val = json_string_value(json_object_get(inputs, loaders[k].input));
             if (val == NULL)
                 continue;
-            if (!needs_upload(val, &bad) && !bad)
+            /* An empty name would make ComfyUI open its input folder itself
+             * and fail at run time: refuse it here, as the client's error. */
+            bad = 0;
+            if (*val != '\0' && !needs_upload(val, &bad) && !bad)
                 continue;
+            if (*val == '\0')
+                bad = 2;
             if (p == NULL) {
                 p = xcalloc(1, sizeof(*p));
                 p->m = m;

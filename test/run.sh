@@ -10,7 +10,9 @@ log=$(mktemp -d)/tests.log
 run_suite() {   # name, command...
   local name=$1; shift
   echo "=== $name"
-  "$@" 2>&1 | tee -a "$log" | tee /dev/stderr >"$log.$name" || true
+  # Shown as it runs and kept for the summary. (Not `tee /dev/stderr`: with
+  # stderr redirected to a file, that reopens and truncates it.)
+  "$@" 2>&1 | tee "$log.$name" || true
   local line
   line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$log.$name" | tail -n 1)
   if [ -z "$line" ]; then

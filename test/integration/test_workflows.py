@@ -52,9 +52,12 @@ COMFY_REFUSES = {
     # refiner_checkpoint "" is not in CheckpointLoaderSimple's list: validation 400
     ("sdxl/txt2img-with-refiner", "minimum"):
         (400, "prompt.12.inputs.ckpt_name", "prompt_outputs_failed_validation"),
-    # image "" passes LoadImage's validation (ComfyUI checks that input/"" exists,
-    # and the folder does) and fails when the node runs: a 500 at node 38
-    ("sdxl/img2img", "minimum"): (500, "prompt.38", "IsADirectoryError"),
+}
+# Refused by the sidecar before ComfyUI sees them: an empty image would pass
+# LoadImage's validation (ComfyUI checks that input/"" exists, and the folder
+# does) and fail only when the node runs, so the sidecar answers the 400.
+SIDECAR_REFUSES = {
+    ("sdxl/img2img", "minimum"): (400, "prompt.38.inputs.image"),
 }
 # Checkpoints the emulator lists for the golden cases (maximum uses a custom refiner).
 GOLDEN_CHECKPOINTS = "sd_xl_base_1.0.safetensors,sd_xl_refiner_1.0.safetensors,my_refiner.safetensors"
@@ -228,6 +231,10 @@ class WorkflowTests(WorkflowTestCase):
             inp["seed"] = filled["seed"]
         rid = new_id(case)
         r = self.post_wf(self.sc, tpl, {"id": rid, "input": inp})
+        if (tpl, case) in SIDECAR_REFUSES:
+            status, loc = SIDECAR_REFUSES[(tpl, case)]
+            self.assertError(r, status, loc)
+            return
         expected = with_id_prefix(golden, rid)
         got, emu_status = self.emu_graph(self.sc, rid)
         self.assertEqual(got, expected, "graph the emulator received for %s %s" % (tpl, case))
