@@ -43,6 +43,9 @@ static const struct cfg_entry entries[] = {
      "working directory of the ComfyUI child"},
     {"OUTPUT_DIR", CFG_STR, NULL, 0, 0, OFF(output_dir),
      "ComfyUI's output folder (default $COMFY_HOME/output)"},
+    {"READ_OUTPUT_DIR", CFG_BOOL, "true", 0, 0, OFF(read_output_dir),
+     "read outputs from OUTPUT_DIR when it is ComfyUI's output folder on this host "
+     "(checked at start); false: always through /view"},
     {"INPUT_DIR", CFG_STR, NULL, 0, 0, OFF(input_dir),
      "ComfyUI's input folder (default $COMFY_HOME/input)"},
     {"STARTUP_CHECK_INTERVAL_S", CFG_DOUBLE, "1", 0.01, 3600,

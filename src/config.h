@@ -53,6 +53,7 @@ struct config {
     int max_input_mb;
     int input_download_timeout_s;
     int allow_private_urls;
+    int read_output_dir;
 };
 
 /* Fill cfg from the environment (getenv), applying defaults and validating

@@ -206,6 +206,7 @@ static struct {
     const char *(*error_buffer)(void);
     void (*error_clear)(void);
     void (*thread_shutdown)(void);
+    void (*shutdown)(void);
     void (*g_free)(void *);
     void (*g_object_unref)(void *);
 } vips;
@@ -237,6 +238,7 @@ load_vips(char *why, size_t len)
     SYM(error_buffer, "vips_error_buffer");
     SYM(error_clear, "vips_error_clear");
     SYM(thread_shutdown, "vips_thread_shutdown");
+    SYM(shutdown, "vips_shutdown");
     SYM(g_free, "g_free");
     SYM(g_object_unref, "g_object_unref");
 #undef SYM
@@ -332,7 +334,7 @@ worker(void *arg)
         if (usable)
             encode(t);
         else
-            snprintf(t->err, sizeof(t->err), "%s", why);
+            snprintf(t->err, sizeof(t->err), "%.200s", why);
         pthread_mutex_lock(&c->lock);
         c->running = NULL;
         pthread_mutex_unlock(&c->lock);
@@ -340,8 +342,12 @@ worker(void *arg)
         while (write(c->pipe_w, &t, sizeof(t)) < 0 && errno == EINTR)
             ;
     }
-    if (usable)
+    if (usable) {
+        /* libvips keeps threads of its own: end them with ours, so the
+         * process exits with no thread left behind. */
         vips.thread_shutdown();
+        vips.shutdown();
+    }
     return NULL;
 }
 

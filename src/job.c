@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/queue.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "comfy_msg.h"
 #include "convert.h"
@@ -108,6 +111,7 @@ struct jobs {
     int n_done;
     struct fetch *fetches;
     struct conv *conv;
+    int local_outputs; /* OUTPUT_DIR is ComfyUI's output folder, here */
     /* Prompts cancelled while queued: if ComfyUI's worker took one anyway
      * (it raced our /queue delete), it is interrupted when it starts. */
     char cancelled_pids[16][64];
@@ -548,12 +552,60 @@ on_view(struct httpc_result *res, void *arg)
     fetch_next_output(job);
 }
 
+/* The fast path: ComfyUI's output folder is ours to read (same host), so
+ * the file is read straight from OUTPUT_DIR (from the page cache, as
+ * ComfyUI has just written it) instead of being copied through /view. Any
+ * doubt (missing, odd name, too big, a read error) falls back to /view. */
+static int
+read_local(struct job *job, struct job_output *o)
+{
+    const struct config *cfg = job->jobs->cfg;
+    size_t max = (size_t)cfg->max_output_mb << 20, got = 0;
+    char path[3000];
+    struct stat st;
+    unsigned char *buf;
+    int fd;
+
+    if (!job->jobs->local_outputs || strcmp(o->type, "output") != 0 ||
+        strstr(o->filename, "..") != NULL || strchr(o->filename, '/') != NULL ||
+        strstr(o->subfolder, "..") != NULL || o->subfolder[0] == '/')
+        return -1;
+    snprintf(path, sizeof(path), "%s/%s%s%s", cfg->output_dir, o->subfolder,
+             o->subfolder[0] ? "/" : "", o->filename);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max ||
+        st.st_size == 0) {
+        close(fd);
+        return -1;
+    }
+    buf = xmalloc((size_t)st.st_size);
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != (size_t)st.st_size) {
+        free(buf);
+        return -1;
+    }
+    o->data = buf;
+    o->len = got;
+    return 0;
+}
+
 static void
 fetch_next_output(struct job *job)
 {
     struct job_output *o;
     char *f = NULL, *s = NULL, *t = NULL, path[3000];
 
+    while (job->next_fetch < job->n_outputs &&
+           read_local(job, &job->outputs[job->next_fetch]) == 0)
+        job->next_fetch++;
     if (job->next_fetch >= job->n_outputs) {
         convert_next(job);
         return;
@@ -1345,6 +1397,12 @@ on_deadlines(evutil_socket_t fd, short what, void *arg)
     for (i = 0; i < n; i++)
         free(pids[i]);
     free(pids);
+}
+
+void
+jobs_set_local_outputs(struct jobs *jobs, int on)
+{
+    jobs->local_outputs = on;
 }
 
 void

@@ -139,6 +139,10 @@ struct job_hook_status *job_hook(struct job *job);
 struct conv;
 struct conv_opts;
 
+/* 1: outputs may be read from OUTPUT_DIR directly (it is ComfyUI's output
+ * folder on this host); 0: always through /view. */
+void jobs_set_local_outputs(struct jobs *jobs, int on);
+
 /* The converter used for convert_output (set once at start). */
 void jobs_set_converter(struct jobs *jobs, struct conv *conv);
 

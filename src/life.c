@@ -7,6 +7,7 @@
  * (re)start. */
 #include <event2/event.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +136,35 @@ maybe_warmup(struct life *l)
 
 /* ---- start-up checks ------------------------------------------------------ */
 
+/* Is OUTPUT_DIR the folder this ComfyUI writes to, on this host? ComfyUI
+ * reports its command line: with --output-directory D, compare D with
+ * OUTPUT_DIR; without it, ComfyUI writes under its own folder, which is
+ * COMFY_HOME when we launched it. Same real path: read outputs directly. */
+static void
+check_output_dir(struct life *l, json_t *argv)
+{
+    char mine[PATH_MAX], theirs[PATH_MAX], def[PATH_MAX + 16];
+    const char *dir = NULL;
+    size_t i;
+    int local = 0;
+
+    for (i = 0; i + 1 < json_array_size(argv); i++) {
+        const char *a = json_string_value(json_array_get(argv, i));
+        if (a != NULL && strcmp(a, "--output-directory") == 0)
+            dir = json_string_value(json_array_get(argv, i + 1));
+    }
+    if (dir == NULL && l->cfg->cmd != NULL) {
+        snprintf(def, sizeof(def), "%s/output", l->cfg->comfy_home);
+        dir = def;
+    }
+    if (l->cfg->read_output_dir && dir != NULL && realpath(l->cfg->output_dir, mine) != NULL &&
+        realpath(dir, theirs) != NULL && strcmp(mine, theirs) == 0)
+        local = 1;
+    jobs_set_local_outputs(l->jobs, local);
+    log_info("outputs are read %s", local ? "from OUTPUT_DIR directly (ComfyUI's output folder)"
+                                          : "through ComfyUI's /view");
+}
+
 static void
 on_check(struct httpc_result *res, void *arg)
 {
@@ -150,6 +180,7 @@ on_check(struct httpc_result *res, void *arg)
 
         log_info("ComfyUI is up (version %s) after %d failed check(s)",
                  ver != NULL ? ver : "unknown", l->tries);
+        check_output_dir(l, json_object_get(json_object_get(root, "system"), "argv"));
         json_decref(root);
         l->state = CS_UP;
         l->ever_up = 1;

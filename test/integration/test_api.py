@@ -33,8 +33,9 @@ class ApiTests(SidecarTestCase):
 
     @classmethod
     def setUpClass(cls):
+        # READ_OUTPUT_DIR=false: these tests exercise /view (and its faults).
         cls.sc = harness.Sidecar("api", emu_args=["--step-time", "0.01"],
-                                 env={"COMFY_TIMEOUT_S": "5"})
+                                 env={"COMFY_TIMEOUT_S": "5", "READ_OUTPUT_DIR": "false"})
         try:
             cls.sc.start()
             cls.ready_at_start = cls.sc.wait_ready()
@@ -443,3 +444,27 @@ class ApiTests(SidecarTestCase):
             self.assertEqual(size, (w, h), "request %s got an image of another request" % rid)
             self.assertTrue(r.json["filenames"][0].startswith(rid + "_c_"), r.json["filenames"])
         self.assertEqual(self.sc.emu_state().get("pending"), [])
+
+
+class OutputDirTests(SidecarTestCase):
+    """The fast path: with OUTPUT_DIR the emulator's output folder (the
+    harness's default layout), outputs are read from disk, not /view."""
+
+    def test_outputs_read_from_disk_without_view(self):
+        sc = self.new_sidecar("outdir")
+        r = sc.post_prompt({"id": "disk-1", "prompt": graphs.empty_image(40, 30, prefix="disk")})
+        self.assertImages(r, [(40, 30)])
+        views = [q for q in sc.emu_requests() if q["path"] in ("/view", "/api/view")]
+        self.assertEqual(views, [], "outputs were fetched through /view")
+        self.assertIn("from OUTPUT_DIR directly", sc.log_text())
+        # A file the disk does not have (a temp output) still comes through /view.
+        g = graphs.empty_image(20, 10, prefix="x")
+        for node in g.values():
+            if node["class_type"] == "SaveImage":
+                node["class_type"] = "PreviewImage"
+                del node["inputs"]["filename_prefix"]
+        r = sc.post_prompt({"prompt": g})
+        self.assertImages(r, [(20, 10)])
+        views = [q for q in sc.emu_requests() if q["path"] in ("/view", "/api/view")]
+        self.assertEqual(len(views), 1, views)
+        sc.stop(expect_code=0)

@@ -46,6 +46,7 @@ ISO_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$"
 FINAL_EVENTS = ("completed", "failed", "cancelled")
 
 BASE_ENV = {
+    "READ_OUTPUT_DIR": "false",  # some tests cancel while /view is in flight
     "WEBHOOK_SECRET": SECRET_WHSEC,
     "PROMPT_WEBHOOK_RETRIES": "3",
     "WEBHOOK_TIMEOUT_S": "1",
