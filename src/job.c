@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/queue.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -112,6 +113,7 @@ struct jobs {
     struct fetch *fetches;
     struct conv *conv;
     int local_outputs; /* OUTPUT_DIR is ComfyUI's output folder, here */
+    int trim_due;      /* jobs ended since the heap was last trimmed */
     /* Prompts cancelled while queued: if ComfyUI's worker took one anyway
      * (it raced our /queue delete), it is interrupted when it starts. */
     char cancelled_pids[16][64];
@@ -457,8 +459,13 @@ job_finish(struct job *job, int status, json_t *error)
     TAILQ_INSERT_TAIL(&jobs->done, job, link);
     jobs->n_done++;
     notify(job, JE_DONE, res);
-    /* The images went to whoever watched; only their names are kept. */
+    /* The images and the graph went to whoever watched; a finished job
+     * keeps only what its status shows. */
     free_outputs_data(job);
+    json_decref(job->prompt);
+    job->prompt = NULL;
+    res->prompt = NULL;
+    jobs->trim_due = 1;
     evict(jobs, 0);
 }
 
@@ -1341,6 +1348,12 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     if (jobs->n > 0 && (!jobs->ws_up || quiet >= jobs->cfg->reconcile_interval_ms))
         reconcile(jobs);
     evict(jobs, 1);
+    /* Idle after a burst: give the freed image buffers back to the system,
+     * or glibc keeps the high-water mark resident. */
+    if (jobs->n == 0 && jobs->trim_due) {
+        jobs->trim_due = 0;
+        malloc_trim(0);
+    }
 }
 
 /* Time limits of jobs in flight: queue wait, execution, and silence. */
