@@ -870,6 +870,12 @@ def write_markdown(out_path, table, R, args):
            "- **Base64**: `bench/b64_bench.c` built with `gcc -O2` against `src/b64.c` and "
            "Debian's OpenSSL, the path the sidecar uses to encode into the reply buffer.",
            ""]
+    # What was changed because of these measurements, and what it did: kept
+    # by hand in bench/changes.md, since a run cannot know its history.
+    notes = os.path.join(REPO, "bench", "changes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            md += ["", f.read().rstrip(), ""]
     with open(out_path, "w") as f:
         f.write("\n".join(md))
 
