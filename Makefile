@@ -65,7 +65,7 @@ $(BUILD)/%.o: %.c
 unit: $(BUILD)/unit-tests
 	$(Q)$(BUILD)/unit-tests
 
-test: comfy-sidecar $(BUILD)/unit-tests
+test: deps comfy-sidecar $(BUILD)/unit-tests
 	$(Q)UNIT_BIN=$(BUILD)/unit-tests SIDECAR_BIN=$(CURDIR)/comfy-sidecar bash test/run.sh
 
 # The same suite with AddressSanitizer and UndefinedBehaviorSanitizer: the
