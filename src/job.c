@@ -206,6 +206,19 @@ find_job(struct jobs *jobs, const char *prompt_id)
     return NULL;
 }
 
+/* Release what one output owns (its strings and data). */
+static void
+output_clear(struct job_output *o)
+{
+    free(o->node_id);
+    free(o->kind);
+    free(o->filename);
+    free(o->subfolder);
+    free(o->type);
+    free(o->data);
+    memset(o, 0, sizeof(*o));
+}
+
 static void
 free_outputs_data(struct job *job)
 {
@@ -224,14 +237,8 @@ job_free(struct job *job)
     size_t i;
     struct job_watch *w;
 
-    for (i = 0; i < job->n_outputs; i++) {
-        free(job->outputs[i].node_id);
-        free(job->outputs[i].kind);
-        free(job->outputs[i].filename);
-        free(job->outputs[i].subfolder);
-        free(job->outputs[i].type);
-        free(job->outputs[i].data);
-    }
+    for (i = 0; i < job->n_outputs; i++)
+        output_clear(&job->outputs[i]);
     free(job->outputs);
     while ((w = job->watches) != NULL) {
         job->watches = w->next;
@@ -604,11 +611,26 @@ read_local(struct job *job, struct job_output *o)
     return 0;
 }
 
+/* GET /view for one output; both the job and a later re-fetch use it. */
+static struct httpc_call *
+view_call(struct jobs *jobs, const struct job_output *o, httpc_done_cb cb, void *arg)
+{
+    char *f = evhttp_uriencode(o->filename, -1, 0);
+    char *s = evhttp_uriencode(o->subfolder, -1, 0);
+    char *t = evhttp_uriencode(o->type, -1, 0);
+    char path[3000];
+
+    snprintf(path, sizeof(path), "/view?filename=%s&subfolder=%s&type=%s", f, s, t);
+    free(f);
+    free(s);
+    free(t);
+    return comfy_call(jobs, "GET", path, NULL, (size_t)jobs->cfg->max_output_mb << 20, cb, arg);
+}
+
 static void
 fetch_next_output(struct job *job)
 {
     struct job_output *o;
-    char *f = NULL, *s = NULL, *t = NULL, path[3000];
 
     while (job->next_fetch < job->n_outputs &&
            read_local(job, &job->outputs[job->next_fetch]) == 0)
@@ -618,15 +640,7 @@ fetch_next_output(struct job *job)
         return;
     }
     o = &job->outputs[job->next_fetch];
-    f = evhttp_uriencode(o->filename, -1, 0);
-    s = evhttp_uriencode(o->subfolder, -1, 0);
-    t = evhttp_uriencode(o->type, -1, 0);
-    snprintf(path, sizeof(path), "/view?filename=%s&subfolder=%s&type=%s", f, s, t);
-    free(f);
-    free(s);
-    free(t);
-    job->call = comfy_call(job->jobs, "GET", path, NULL,
-                           (size_t)job->jobs->cfg->max_output_mb << 20, on_view, job);
+    job->call = view_call(job->jobs, o, on_view, job);
     if (job->call == NULL)
         job_finish(job, 502, err_body("comfyui", "could not start a request to ComfyUI"));
 }
@@ -1612,14 +1626,8 @@ fetch_free(struct fetch *f)
         pf = &(*pf)->next;
     if (*pf == f)
         *pf = f->next;
-    for (i = 0; i < f->n; i++) {
-        free(f->outs[i].node_id);
-        free(f->outs[i].kind);
-        free(f->outs[i].filename);
-        free(f->outs[i].subfolder);
-        free(f->outs[i].type);
-        free(f->outs[i].data);
-    }
+    for (i = 0; i < f->n; i++)
+        output_clear(&f->outs[i]);
     free(f->outs);
     event_free(f->start);
     free(f);
@@ -1653,24 +1661,12 @@ on_fetch_view(struct httpc_result *res, void *arg)
 static void
 fetch_step(struct fetch *f)
 {
-    const struct job_output *o;
-    char *fn, *sub, *type, path[3000];
-
     if (f->next_i >= f->n) {
         f->done(f->outs, f->n, NULL, f->arg);
         fetch_free(f);
         return;
     }
-    o = &f->outs[f->next_i];
-    fn = evhttp_uriencode(o->filename, -1, 0);
-    sub = evhttp_uriencode(o->subfolder, -1, 0);
-    type = evhttp_uriencode(o->type, -1, 0);
-    snprintf(path, sizeof(path), "/view?filename=%s&subfolder=%s&type=%s", fn, sub, type);
-    free(fn);
-    free(sub);
-    free(type);
-    f->call = comfy_call(f->jobs, "GET", path, NULL,
-                         (size_t)f->jobs->cfg->max_output_mb << 20, on_fetch_view, f);
+    f->call = view_call(f->jobs, &f->outs[f->next_i], on_fetch_view, f);
     if (f->call == NULL) {
         f->done(NULL, 0, "could not start a request to ComfyUI", f->arg);
         fetch_free(f);
