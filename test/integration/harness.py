@@ -594,3 +594,35 @@ class SidecarTestCase(unittest.TestCase):
         self.assertEqual(got, [tuple(x) for x in sizes], "image sizes (in answer order); filenames %r"
                          % body["filenames"])
         return raws
+
+
+class SharedSidecarMixin:
+    """One sidecar for a whole test class: the class defines make_sidecar()
+    (an unstarted Sidecar, with anything its files need prepared); the mixin
+    starts it before the first test, resets the emulator's faults before each,
+    checks the sidecar's log for sanitizer reports after each, and stops the
+    sidecar (expecting exit 0) after the last."""
+
+    @classmethod
+    def make_sidecar(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sc = cls.make_sidecar()
+        try:
+            cls.sc.start_ready()
+        except BaseException:
+            cls.sc.kill_all()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sc.stop(expect_code=0)
+
+    def setUp(self):
+        self.sc.emu_reset()
+        self.sc.wait_ready()
+
+    def tearDown(self):
+        self.assertEqual(self.sc.sanitizer_report(), [], "sanitizer report in the sidecar log")

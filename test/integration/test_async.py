@@ -551,31 +551,18 @@ class AsyncCase(SidecarTestCase):
 
 # ============================================================ shared instance
 
-class AsyncTests(AsyncCase):
+class AsyncTests(harness.SharedSidecarMixin, AsyncCase):
 
     @classmethod
-    def setUpClass(cls):
-        cls.sc = AsyncSidecar("async", emu_args=["--step-time", str(STEP_TIME)],
-                              env=dict(BASE_ENV, COMFY_TIMEOUT_S="5"))
-        try:
-            cls.sc.start_ready()
-        except BaseException:
-            cls.sc.kill_all()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.sc.stop(expect_code=0)
+    def make_sidecar(cls):
+        return AsyncSidecar("async", emu_args=["--step-time", str(STEP_TIME)],
+                            env=dict(BASE_ENV, COMFY_TIMEOUT_S="5"))
 
     def setUp(self):
         if self.sc.proc.poll() is not None:
             self.fail("the shared sidecar has exited (status %s)" % self.sc.proc.returncode)
         self.drain_emulator()
-        self.sc.emu_reset()
-        self.sc.wait_ready()
-
-    def tearDown(self):
-        self.assertEqual(self.sc.sanitizer_report(), [], "sanitizer report in the sidecar log")
+        super().setUp()
 
     # ---------------------------------------------------------- webhook_v2 ---
     def test_v2_success_signed_no_secret_leak(self):

@@ -128,29 +128,16 @@ class StartupFailureTests(SidecarTestCase):
         sc.stop(expect_code=1)
 
 
-class AttachedTests(SidecarTestCase):
+class AttachedTests(harness.SharedSidecarMixin, SidecarTestCase):
     """CMD empty: the test runs the emulator. Also MAX_BODY_SIZE_MB=1,
     MAX_OUTPUT_MB=1 (with noisy, incompressible images) and PREPEND_FILENAMES=false."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.sc = harness.Sidecar("attached", mode="attached",
-                                 emu_args=["--step-time", "0.01", "--image-mode", "noise"],
-                                 env={"MAX_BODY_SIZE_MB": "1", "MAX_OUTPUT_MB": "1",
-                                      "PREPEND_FILENAMES": "false"})
-        try:
-            cls.sc.start_ready()
-        except BaseException:
-            cls.sc.kill_all()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.sc.stop(expect_code=0)
-
-    def setUp(self):
-        self.sc.emu_reset()
-        self.sc.wait_ready()
+    def make_sidecar(cls):
+        return harness.Sidecar("attached", mode="attached",
+                               emu_args=["--step-time", "0.01", "--image-mode", "noise"],
+                               env={"MAX_BODY_SIZE_MB": "1", "MAX_OUTPUT_MB": "1",
+                                    "PREPEND_FILENAMES": "false"})
 
     def test_end_to_end(self):
         r = self.sc.get("/ready")

@@ -175,38 +175,23 @@ class WorkflowTestCase(SidecarTestCase):
 
 # ---------------------------------------------------------------------------
 
-class WorkflowTests(WorkflowTestCase):
+class WorkflowTests(harness.SharedSidecarMixin, WorkflowTestCase):
     """One sidecar + emulator (supervised) for the whole class, with the repository's
     templates and web/ folder."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.sc = harness.Sidecar("workflows",
-                                 emu_args=["--checkpoints", GOLDEN_CHECKPOINTS],
-                                 env={"WORKFLOW_DIR": WORKFLOW_DIR, "WEB_DIR": WEB_DIR,
-                                      "COMFY_TIMEOUT_S": "20"})
+    def make_sidecar(cls):
+        sc = harness.Sidecar("workflows",
+                             emu_args=["--checkpoints", GOLDEN_CHECKPOINTS],
+                             env={"WORKFLOW_DIR": WORKFLOW_DIR, "WEB_DIR": WEB_DIR,
+                                  "COMFY_TIMEOUT_S": "20"})
         # The input images the img2img golden cases name.
-        inp = os.path.join(cls.sc.dir, "input")
+        inp = os.path.join(sc.dir, "input")
         os.makedirs(os.path.join(inp, "sub"), exist_ok=True)
         for rel, color in (("cat.png", (200, 120, 40)), ("sub/cat.png", (40, 120, 200))):
             with open(os.path.join(inp, rel), "wb") as f:
                 f.write(png_bytes(64, 48, color))
-        try:
-            cls.sc.start_ready()
-        except BaseException:
-            cls.sc.kill_all()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.sc.stop(expect_code=0)
-
-    def setUp(self):
-        self.sc.emu_reset()
-        self.sc.wait_ready()
-
-    def tearDown(self):
-        self.assertEqual(self.sc.sanitizer_report(), [], "sanitizer report in the sidecar log")
+        return sc
 
     # -- acceptance 1: golden graphs over HTTP ----------------------------------
     def test_golden_graphs_end_to_end(self):
