@@ -477,27 +477,68 @@ media_prepare(struct media *m, json_t *graph, const char *id, media_done_fn done
 
 /* ---- cleanup ------------------------------------------------------------------- */
 
-/* ComfyUI has no API to delete an input, so this works when INPUT_DIR is
- * its input folder on this host (the container case); otherwise the files
- * stay, and that is logged once per job at debug level. */
+/* A 1x1 transparent PNG: what a remote upload is overwritten with. */
+static const unsigned char tiny_png[] = {
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+    0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00,
+    0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78,
+    0x9c, 0x63, 0x60, 0x00, 0x02, 0x00, 0x00, 0x05, 0x00, 0x01, 0xe9, 0xfa, 0xdc, 0xd8,
+    0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+};
+
+static void
+on_shrunk(struct httpc_result *res, void *arg)
+{
+    (void)arg;
+    if (!res->ok || res->status != 200)
+        log_debug("could not shrink an uploaded input in ComfyUI");
+}
+
+/* ComfyUI has no API to delete an input. When INPUT_DIR is its input
+ * folder on this host (the container case) the file is deleted; otherwise
+ * it is overwritten, through /upload/image, with a 1x1 image, which gives
+ * the space back without a shared filesystem. */
 static void
 delete_uploads(struct media_prep *p)
 {
     size_t i;
-    int missing = 0;
 
     for (i = 0; i < p->n_up; i++) {
-        char path[2048];
+        char path[2048], url[400];
+        const char *name = strrchr(p->uploaded[i], '/');
+        struct httpc_part parts[4];
+        struct httpc_request rq;
 
         if (strstr(p->uploaded[i], "..") != NULL)
             continue;
         snprintf(path, sizeof(path), "%s/%s", p->m->cfg->input_dir, p->uploaded[i]);
-        if (unlink(path) < 0 && errno == ENOENT)
-            missing++;
+        if (unlink(path) == 0 || errno != ENOENT)
+            continue;
+        name = name != NULL ? name + 1 : p->uploaded[i];
+        memset(parts, 0, sizeof(parts));
+        parts[0].name = "image";
+        parts[0].filename = name;
+        parts[0].data = tiny_png;
+        parts[0].len = sizeof(tiny_png);
+        parts[1].name = "type";
+        parts[1].data = "input";
+        parts[1].len = 5;
+        parts[2].name = "subfolder";
+        parts[2].data = "sidecar";
+        parts[2].len = 7;
+        parts[3].name = "overwrite";
+        parts[3].data = "true";
+        parts[3].len = 4;
+        snprintf(url, sizeof(url), "%s/upload/image", p->m->comfy_url);
+        memset(&rq, 0, sizeof(rq));
+        rq.method = "POST";
+        rq.url = url;
+        rq.parts = parts;
+        rq.n_parts = 4;
+        rq.timeout_ms = (long)p->m->cfg->comfy_timeout_s * 1000;
+        rq.max_body = 1 << 20;
+        httpc_start(p->m->http, &rq, on_shrunk, NULL);
     }
-    if (missing > 0)
-        rlog_debug(p->id, "%d uploaded input(s) not found under INPUT_DIR=%s to delete", missing,
-                   p->m->cfg->input_dir);
 }
 
 static void

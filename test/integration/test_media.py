@@ -921,3 +921,30 @@ class ModelsDownTests(MediaTestCase):
         r = harness.poll(lambda: (lambda x: x if x.status == 200 else None)(sc.get("/models")),
                          15, interval=0.1, what="GET /models 200 after the restart")
         self.assertEqual(r.json.get("checkpoints"), MODEL_FOLDERS_CKPT)
+
+
+class RemoteInputCleanupTests(SidecarTestCase):
+    """INPUT_DIR is not ComfyUI's input folder (as with a ComfyUI on another
+    host): the upload cannot be deleted, so it is overwritten with a 1x1 image
+    through /upload/image once the job ends."""
+
+    def test_upload_shrunk_when_not_shared(self):
+        sc = self.new_sidecar("remote-input", env={"INPUT_DIR": "/nonexistent-input"})
+        g = {"1": {"class_type": "LoadImage", "inputs": {"image": b64(encode(test_image(80, 60), "PNG"))}},
+             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "rm"}}}
+        r = sc.post_prompt({"id": "remote-1", "prompt": g})
+        self.assertImages(r, [(80, 60)])
+        folder = os.path.join(sc.dir, "input", "sidecar")
+
+        def shrunk():
+            names = [n for n in os.listdir(folder) if n.startswith("remote-1_")]
+            if len(names) != 1:
+                return None
+            with open(os.path.join(folder, names[0]), "rb") as f:
+                data = f.read()
+            return data if len(data) < 100 else None
+
+        data = harness.poll(shrunk, 10, what="the upload to be overwritten with a 1x1 image")
+        self.assertEqual(Image.open(io.BytesIO(data)).size, (1, 1))
+        sc.stop(expect_code=0)
