@@ -763,8 +763,10 @@ class AsyncTests(harness.SharedSidecarMixin, AsyncCase):
         for h in hits:
             self.assert_signed(h, secrets=(SECRET_WHSEC,), rid=rid)
         gap1, gap2 = hits[1].t - hits[0].t, hits[2].t - hits[1].t
-        self.assertGreaterEqual(gap1, BACKOFF_S * 0.8, "first retry after %.3fs < backoff" % gap1)
-        self.assertGreaterEqual(gap2, 2 * BACKOFF_S * 0.8, "second retry after %.3fs < twice the "
+        # Jitter is ±20 %; the receiver times arrivals, a few ms off the
+        # sidecar's own timer, hence the small slack below 0.8.
+        self.assertGreaterEqual(gap1, BACKOFF_S * 0.75, "first retry after %.3fs < backoff" % gap1)
+        self.assertGreaterEqual(gap2, 2 * BACKOFF_S * 0.75, "second retry after %.3fs < twice the "
                                 "backoff" % gap2)
         self.assertGreater(gap2, gap1, "backoff does not grow: gaps %.3f, %.3f" % (gap1, gap2))
         self.assertLess(gap2, 2.0, "second retry came late: %.3f" % gap2)
