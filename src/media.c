@@ -222,15 +222,49 @@ on_upload(struct httpc_result *res, void *arg)
     next_input(p);
 }
 
+/* POST /upload/image into <input>/sidecar/, overwriting: the one request
+ * both the upload and the later shrinking of a remote upload make. */
+static struct httpc_call *
+upload_call(struct media *m, const char *fname, const char *type, const void *data,
+            size_t len, httpc_done_cb cb, void *arg)
+{
+    struct httpc_part parts[4];
+    struct httpc_request rq;
+    char url[400];
+
+    memset(parts, 0, sizeof(parts));
+    parts[0].name = "image";
+    parts[0].filename = fname;
+    parts[0].content_type = type;
+    parts[0].data = data;
+    parts[0].len = len;
+    parts[1].name = "type";
+    parts[1].data = "input";
+    parts[1].len = 5;
+    parts[2].name = "subfolder";
+    parts[2].data = "sidecar";
+    parts[2].len = 7;
+    parts[3].name = "overwrite";
+    parts[3].data = "true";
+    parts[3].len = 4;
+    snprintf(url, sizeof(url), "%s/upload/image", m->comfy_url);
+    memset(&rq, 0, sizeof(rq));
+    rq.method = "POST";
+    rq.url = url;
+    rq.parts = parts;
+    rq.n_parts = 4;
+    rq.timeout_ms = (long)m->cfg->comfy_timeout_s * 1000;
+    rq.max_body = 1 << 20;
+    return httpc_start(m->http, &rq, cb, arg);
+}
+
 /* Check the bytes we have for the current input and upload them. */
 static void
 upload(struct media_prep *p)
 {
     struct media *m = p->m;
     const char *ext = media_sniff(p->bytes, p->len);
-    struct httpc_part parts[4];
-    struct httpc_request rq;
-    char fname[300], url[400];
+    char fname[300];
     unsigned rnd = 0;
 
     if ((size_t)m->cfg->max_input_mb << 20 < p->len) {
@@ -251,30 +285,8 @@ upload(struct media_prep *p)
     for (char *c = fname; *c; c++)
         if (*c == '/' || *c == ':' || *c == ' ')
             *c = '_';
-    memset(parts, 0, sizeof(parts));
-    parts[0].name = "image";
-    parts[0].filename = fname;
-    parts[0].content_type = strcmp(ext, "jpg") == 0 ? "image/jpeg" : NULL;
-    parts[0].data = p->bytes;
-    parts[0].len = p->len;
-    parts[1].name = "type";
-    parts[1].data = "input";
-    parts[1].len = 5;
-    parts[2].name = "subfolder";
-    parts[2].data = "sidecar";
-    parts[2].len = 7;
-    parts[3].name = "overwrite";
-    parts[3].data = "true";
-    parts[3].len = 4;
-    snprintf(url, sizeof(url), "%s/upload/image", m->comfy_url);
-    memset(&rq, 0, sizeof(rq));
-    rq.method = "POST";
-    rq.url = url;
-    rq.parts = parts;
-    rq.n_parts = 4;
-    rq.timeout_ms = (long)m->cfg->comfy_timeout_s * 1000;
-    rq.max_body = 1 << 20;
-    p->call = httpc_start(m->http, &rq, on_upload, p);
+    p->call = upload_call(m, fname, strcmp(ext, "jpg") == 0 ? "image/jpeg" : NULL, p->bytes,
+                          p->len, on_upload, p);
     if (p->call == NULL)
         prep_fail(p, 502, "could not start the upload to ComfyUI");
 }
@@ -504,10 +516,8 @@ delete_uploads(struct media_prep *p)
     size_t i;
 
     for (i = 0; i < p->n_up; i++) {
-        char path[2048], url[400];
+        char path[2048];
         const char *name = strrchr(p->uploaded[i], '/');
-        struct httpc_part parts[4];
-        struct httpc_request rq;
 
         if (strstr(p->uploaded[i], "..") != NULL)
             continue;
@@ -515,29 +525,7 @@ delete_uploads(struct media_prep *p)
         if (unlink(path) == 0 || errno != ENOENT)
             continue;
         name = name != NULL ? name + 1 : p->uploaded[i];
-        memset(parts, 0, sizeof(parts));
-        parts[0].name = "image";
-        parts[0].filename = name;
-        parts[0].data = tiny_png;
-        parts[0].len = sizeof(tiny_png);
-        parts[1].name = "type";
-        parts[1].data = "input";
-        parts[1].len = 5;
-        parts[2].name = "subfolder";
-        parts[2].data = "sidecar";
-        parts[2].len = 7;
-        parts[3].name = "overwrite";
-        parts[3].data = "true";
-        parts[3].len = 4;
-        snprintf(url, sizeof(url), "%s/upload/image", p->m->comfy_url);
-        memset(&rq, 0, sizeof(rq));
-        rq.method = "POST";
-        rq.url = url;
-        rq.parts = parts;
-        rq.n_parts = 4;
-        rq.timeout_ms = (long)p->m->cfg->comfy_timeout_s * 1000;
-        rq.max_body = 1 << 20;
-        httpc_start(p->m->http, &rq, on_shrunk, NULL);
+        upload_call(p->m, name, NULL, tiny_png, sizeof(tiny_png), on_shrunk, NULL);
     }
 }
 

@@ -200,11 +200,28 @@ on_models(struct httpc_result *res, void *arg)
     models_step(mo);
 }
 
+/* One GET to ComfyUI for the listing; the answer goes to on_models. */
+static void
+models_get(struct models *mo, const char *path, size_t max_body)
+{
+    struct httpc_request rq;
+    char url[600];
+
+    comfy_url(mo->wf, path, url, sizeof(url));
+    memset(&rq, 0, sizeof(rq));
+    rq.method = "GET";
+    rq.url = url;
+    rq.timeout_ms = (long)mo->wf->cfg->comfy_timeout_s * 1000;
+    rq.max_body = max_body;
+    mo->call = httpc_start(mo->wf->http, &rq, on_models, mo);
+    if (mo->call == NULL)
+        models_end(mo, "could not start a request to ComfyUI");
+}
+
 static void
 models_step(struct models *mo)
 {
-    struct httpc_request rq;
-    char url[600], path[400];
+    char path[400];
     const char *type;
     char *enc;
 
@@ -220,35 +237,15 @@ models_step(struct models *mo)
     enc = evhttp_uriencode(type, -1, 0);
     snprintf(path, sizeof(path), "/models/%s", enc);
     free(enc);
-    comfy_url(mo->wf, path, url, sizeof(url));
-    memset(&rq, 0, sizeof(rq));
-    rq.method = "GET";
-    rq.url = url;
-    rq.timeout_ms = (long)mo->wf->cfg->comfy_timeout_s * 1000;
-    rq.max_body = 16u << 20;
-    mo->call = httpc_start(mo->wf->http, &rq, on_models, mo);
-    if (mo->call == NULL)
-        models_end(mo, "could not start a request to ComfyUI");
+    models_get(mo, path, 16u << 20);
 }
 
 static void
 on_models_start(evutil_socket_t fd, short what, void *arg)
 {
-    struct models *mo = arg;
-    struct httpc_request rq;
-    char url[400];
-
     (void)fd;
     (void)what;
-    comfy_url(mo->wf, "/models", url, sizeof(url));
-    memset(&rq, 0, sizeof(rq));
-    rq.method = "GET";
-    rq.url = url;
-    rq.timeout_ms = (long)mo->wf->cfg->comfy_timeout_s * 1000;
-    rq.max_body = 1u << 20;
-    mo->call = httpc_start(mo->wf->http, &rq, on_models, mo);
-    if (mo->call == NULL)
-        models_end(mo, "could not start a request to ComfyUI");
+    models_get(arg, "/models", 1u << 20);
 }
 
 void
