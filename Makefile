@@ -23,19 +23,24 @@ endif
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(VIPS_CFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lb64 -lpthread -lm
+# GnuTLS (loaded by Debian's libcurl via librtmp, never used) looks this up
+# in the program to skip its own initialisation: see src/mem.c.
+# (Not in LDFLAGS, which `make sanitize` sets on the command line.)
+EXPORTS := -Wl,--export-dynamic-symbol=_gnutls_global_init_skip
 
 SRC     := src/main.c src/config.c src/log.c src/util.c src/utf8.c src/b64.c src/request.c \
            src/httpc.c src/comfy_ws.c src/job.c src/life.c src/supervisor.c src/api.c \
            src/render.c src/webhook.c src/template.c src/openapi.c \
            src/workflows.c src/comfy_msg.c src/metrics.c src/salad.c src/media.c \
-           src/convert.c
+           src/convert.c src/mem.c
 LIBSRC  := $(filter-out src/main.c,$(SRC))
 UNITSRC := test/unit/unit_main.c test/unit/test_config.c test/unit/test_b64.c \
-           test/unit/test_request.c test/unit/test_template.c test/unit/test_openapi.c
+           test/unit/test_request.c test/unit/test_template.c test/unit/test_openapi.c \
+           test/unit/test_mem.c
 
 BUILD   ?= build/release
 OBJ     := $(SRC:%.c=$(BUILD)/%.o)
-UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/utf8.c src/b64.c src/request.c src/template.c src/openapi.c src/comfy_msg.c src/convert.c)
+UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/utf8.c src/b64.c src/request.c src/template.c src/openapi.c src/comfy_msg.c src/convert.c src/mem.c)
 
 ifeq ($(V),1)
 Q :=
@@ -51,11 +56,11 @@ comfy-sidecar: $(BUILD)/comfy-sidecar
 
 $(BUILD)/comfy-sidecar: $(OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) $(EXPORTS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/unit-tests: $(UNITOBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) $(EXPORTS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

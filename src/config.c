@@ -113,6 +113,8 @@ static const struct cfg_entry entries[] = {
      "longest execution, then interrupted and 504; 0: no limit"},
     {"HANG_TIMEOUT_S", CFG_INT, "300", 0, 86400, OFF(hang_timeout_s),
      "no progress from ComfyUI this long: 504 and restart; 0: off"},
+    {"IDLE_TRIM_S", CFG_INT, "5", 0, 86400, OFF(idle_trim_s),
+     "after this many seconds with no job, give memory back (0: never)"},
     {"SHUTDOWN_GRACE_S", CFG_INT, "20", 0, 3600, OFF(shutdown_grace_s),
      "on SIGTERM/SIGINT, time for jobs in flight and their webhooks"},
     {"SALAD_METADATA_URL", CFG_STR, "http://169.254.169.254", 0, 0, OFF(salad_metadata_url),

@@ -49,6 +49,7 @@ struct config {
     int execution_timeout_s;
     int hang_timeout_s;
     int shutdown_grace_s;
+    int idle_trim_s;
     char *salad_metadata_url;
     int max_input_mb;
     int input_download_timeout_s;

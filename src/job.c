@@ -14,7 +14,6 @@
 #include <string.h>
 #include <strings.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <sys/queue.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +24,7 @@
 #include "httpc.h"
 #include "job.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "request.h"
 #include "util.h"
@@ -113,7 +113,8 @@ struct jobs {
     struct fetch *fetches;
     struct conv *conv;
     int local_outputs; /* OUTPUT_DIR is ComfyUI's output folder, here */
-    int trim_due;      /* jobs ended since the heap was last trimmed */
+    int trim_due;      /* jobs ended since memory was last given back */
+    struct event *idle; /* IDLE_TRIM_S after the last job ended */
     /* Prompts cancelled while queued: if ComfyUI's worker took one anyway
      * (it raced our /queue delete), it is interrupted when it starts. */
     char cancelled_pids[16][64];
@@ -473,6 +474,11 @@ job_finish(struct job *job, int status, json_t *error)
     job->prompt = NULL;
     res->prompt = NULL;
     jobs->trim_due = 1;
+    if (jobs->n == 0 && jobs->cfg->idle_trim_s > 0) {
+        struct timeval tv = {jobs->cfg->idle_trim_s, 0};
+
+        evtimer_add(jobs->idle, &tv); /* restarts it: idle since now */
+    }
     evict(jobs, 0);
 }
 
@@ -1362,12 +1368,26 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     if (jobs->n > 0 && (!jobs->ws_up || quiet >= jobs->cfg->reconcile_interval_ms))
         reconcile(jobs);
     evict(jobs, 1);
-    /* Idle after a burst: give the freed image buffers back to the system,
-     * or glibc keeps the high-water mark resident. */
-    if (jobs->n == 0 && jobs->trim_due) {
-        jobs->trim_due = 0;
-        malloc_trim(0);
-    }
+}
+
+/* Idle for IDLE_TRIM_S after a burst: give the freed image buffers back to
+ * the system (or glibc keeps the high-water mark resident) and the library
+ * pages the burst touched (see mem.c). Not sooner, so that requests in a
+ * steady stream never pay for faulting them back in. */
+static void
+on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct jobs *jobs = arg;
+    size_t bytes;
+
+    (void)fd;
+    (void)what;
+    if (jobs->n > 0 || !jobs->trim_due)
+        return;
+    jobs->trim_due = 0;
+    bytes = mem_trim();
+    met_trim();
+    log_debug("idle: gave back free heap and %zu kB of library pages", bytes >> 10);
 }
 
 /* Time limits of jobs in flight: queue wait, execution, and silence. */
@@ -1734,6 +1754,7 @@ jobs_new(struct event_base *base, struct httpc *http, const struct config *cfg,
     tv.tv_sec = cfg->reconcile_interval_ms / 1000;
     tv.tv_usec = (cfg->reconcile_interval_ms % 1000) * 1000;
     event_add(jobs->tick, &tv);
+    jobs->idle = evtimer_new(base, on_idle, jobs);
     jobs->deadlines = event_new(base, -1, EV_PERSIST, on_deadlines, jobs);
     tv.tv_sec = 0;
     tv.tv_usec = 200000;
@@ -1796,6 +1817,7 @@ jobs_free(struct jobs *jobs)
         job_free(job);
     }
     event_free(jobs->tick);
+    event_free(jobs->idle);
     event_free(jobs->deadlines);
     free(jobs);
 }

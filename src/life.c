@@ -18,6 +18,7 @@
 #include "job.h"
 #include "life.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "request.h"
 #include "supervisor.h"
@@ -74,6 +75,20 @@ set_timer(struct event *ev, double s)
 
 static void maybe_warmup(struct life *l);
 
+/* Start-up's one-off work (loading libraries, connecting, the warmup) is
+ * done: give back what it left mapped (see mem.c). */
+static void
+trim_at_ready(struct life *l)
+{
+    size_t bytes;
+
+    if (l->cfg->idle_trim_s <= 0)
+        return;
+    bytes = mem_trim();
+    met_trim();
+    log_debug("ready: gave back free heap and %zu kB of library pages", bytes >> 10);
+}
+
 static void
 on_warmup_event(struct job *job, enum job_event ev, const void *data, void *arg)
 {
@@ -92,6 +107,7 @@ on_warmup_event(struct job *job, enum job_event ev, const void *data, void *arg)
         l->warm = l->ever_warm = 1;
         l->restart_delay_s = 1;
         log_info("warmup finished: %zu image(s); ready", res->n_outputs);
+        trim_at_ready(l);
         return;
     }
     if (res->status == 502 || res->status == 503) {
@@ -117,6 +133,7 @@ maybe_warmup(struct life *l)
         if (!l->ever_warm)
             log_info("ComfyUI is up and the websocket connected; ready");
         l->ever_warm = 1;
+        trim_at_ready(l);
         return;
     }
     {

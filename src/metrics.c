@@ -36,6 +36,7 @@ static struct histogram h_queue, h_exec, h_total;
 static unsigned long long restarts;
 static unsigned long long hooks[MET_HOOK_N];
 static unsigned long long hook_attempts;
+static unsigned long long trims;
 static time_t started = 0;
 
 void
@@ -109,6 +110,12 @@ void
 met_webhook_attempt(void)
 {
     hook_attempts++;
+}
+
+void
+met_trim(void)
+{
+    trims++;
 }
 
 /* Label values come from our own bounded sets, but escape anyway. */
@@ -206,6 +213,9 @@ met_render(struct evbuffer *out, const struct met_gauges *g)
                             hook_outcomes[i], hooks[i]);
     head(out, "comfy_sidecar_webhook_attempts_total", "counter", "Webhook POST attempts.");
     evbuffer_add_printf(out, "comfy_sidecar_webhook_attempts_total %llu\n", hook_attempts);
+    head(out, "comfy_sidecar_memory_trims_total", "counter",
+         "Times memory was given back: at ready, and after IDLE_TRIM_S without a job.");
+    evbuffer_add_printf(out, "comfy_sidecar_memory_trims_total %llu\n", trims);
     head(out, "comfy_sidecar_webhooks_pending", "gauge", "Webhook deliveries in progress.");
     evbuffer_add_printf(out, "comfy_sidecar_webhooks_pending %d\n", g->webhooks_pending);
 }

@@ -24,6 +24,8 @@ void met_bytes(size_t n);
 void met_comfy_restart(void);
 void met_webhook(enum met_hook_outcome outcome);
 void met_webhook_attempt(void);
+/* Memory given back when idle (mem_trim). */
+void met_trim(void);
 
 /* Values known only to other modules, read at scrape time. */
 struct met_gauges {

@@ -13,6 +13,10 @@ SaladCloud's deletion cost.
   wrapper that execs the emulator) first prints invalid UTF-8, quotes and
   control characters: every line must be a JSON object, and a job's lines
   carry its id in "req".
+- MemoryTrimTest: a sidecar gives memory back once ready and after
+  IDLE_TRIM_S without a job (src/mem.c): counted in /metrics, its mapped
+  library pages end well below those of an identical sidecar with
+  IDLE_TRIM_S=0, and jobs after a trim still return the right images.
 - SaladTest plays SaladCloud's instance metadata service with the webhook
   receiver: with SALAD_MACHINE_ID set the queue depth arrives there as the
   deletion cost; without any SALAD_* variable nothing is sent.
@@ -45,7 +49,8 @@ ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 P = "comfy_sidecar_"
 
 COUNTERS = ("http_requests_total", "http_response_bytes_total", "jobs_total",
-            "comfyui_restarts_total", "webhook_deliveries_total", "webhook_attempts_total")
+            "comfyui_restarts_total", "webhook_deliveries_total", "webhook_attempts_total",
+            "memory_trims_total")
 GAUGES = ("queue_depth", "jobs_in_flight", "comfyui_up", "websocket_up", "ready",
           "waiting_requests", "webhooks_pending")
 HISTOGRAMS = ("job_queue_wait_seconds", "job_execution_seconds", "job_total_seconds")
@@ -451,6 +456,55 @@ class JsonLogTest(SidecarTestCase):
 
 
 # ------------------------------------------------------------------ SaladCloud
+
+def trims(sc):
+    m = re.search(r"^comfy_sidecar_memory_trims_total (\d+)$", sc.get("/metrics").data.decode(), re.M)
+    if m is None:
+        raise AssertionError("no comfy_sidecar_memory_trims_total in /metrics")
+    return int(m.group(1))
+
+
+def rss_file_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/%d/status" % pid)
+
+
+class MemoryTrimTest(SidecarTestCase):
+    def run_jobs(self, sc, n):
+        for k in range(n):
+            w = 48 + 8 * k
+            r = sc.post_prompt({"prompt": graphs.empty_image(w, 40, color=0x102030 + k)})
+            self.assertImages(r, [(w, 40)])
+
+    def test_trim_at_ready_and_when_idle(self):
+        trimmed = self.new_sidecar("trim", env={"IDLE_TRIM_S": "1"})
+        kept = self.new_sidecar("notrim", env={"IDLE_TRIM_S": "0"})
+        self.assertEqual(trims(trimmed), 1, "one trim once ready")
+        self.assertEqual(trims(kept), 0)
+        self.assertIn("ready: gave back free heap and", trimmed.log_text())
+
+        self.run_jobs(trimmed, 3)
+        self.run_jobs(kept, 3)
+        poll(lambda: trims(trimmed) == 2, 20, what="the idle trim, 1 s after the last job")
+        self.assertIn("idle: gave back free heap and", trimmed.log_text())
+        # Both did the same work; only one unmapped the library pages that
+        # start-up and the jobs mapped (several MB with libcurl's libraries).
+        a, b = rss_file_kb(trimmed.proc.pid), rss_file_kb(kept.proc.pid)
+        self.assertLess(a, b - 1024, "RssFile %d kB trimmed vs %d kB kept" % (a, b))
+        self.assertEqual(trims(kept), 0)
+
+        # Everything still runs after the trim, and a second idle period
+        # trims again.
+        self.run_jobs(trimmed, 2)
+        poll(lambda: trims(trimmed) == 3, 20, what="the second idle trim")
+        self.run_jobs(trimmed, 1)
+        self.assertEqual(trimmed.get("/health").status, 200)
+        trimmed.stop(expect_code=0)
+        kept.stop(expect_code=0)
+
 
 class SaladSidecar(harness.Sidecar):
     """Only the SALAD_* variables the test gives reach the sidecar."""

@@ -7,10 +7,11 @@
 int unit_failed_checks;
 
 extern const struct unit_test config_tests[], b64_tests[], request_tests[],
-    template_tests[], openapi_tests[];
+    template_tests[], openapi_tests[], mem_tests[];
 
 static const struct unit_test *const groups[] = {
-    config_tests, b64_tests, request_tests, template_tests, openapi_tests, NULL};
+    config_tests, b64_tests, request_tests, template_tests, openapi_tests, mem_tests,
+    NULL};
 
 int
 main(void)
