@@ -20,9 +20,11 @@
  *    segments (code, read-only data, symbol tables), never the relocated
  *    RELRO part nor writable data. Those pages hold nothing but the file's
  *    bytes, so they stay in the page cache and the next use maps them back
- *    with a minor fault. Objects with text relocations are left alone (their
- *    code pages are private copies), and so is everything while a debugger
- *    is attached (its breakpoints are private copies too). */
+ *    with a minor fault: the kernel's own reclaim does the same to such
+ *    pages whenever memory is short, so nothing here depends on them staying
+ *    mapped. Objects with text relocations are left alone (their code pages
+ *    are private copies), and so is everything while a debugger is attached
+ *    (its breakpoints are private copies too). */
 #include <elf.h>
 #include <link.h>
 #include <malloc.h>
