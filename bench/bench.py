@@ -97,6 +97,25 @@ def empty_image_graph(width, height, color, prefix="many"):
     }
 
 
+def ready_200(port):
+    """True when the sidecar on port answers GET /ready with 200."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def stop_process(p):
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(5)
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -300,12 +319,7 @@ class Stack:
             if self.side.poll() is not None:
                 raise RuntimeError("sidecar exited %s: see %s/sidecar.log"
                                    % (self.side.returncode, self.dir))
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    return s.recv(64).startswith(b"HTTP/1.1 200")
-            except OSError:
-                return False
+            return ready_200(self.port)
 
         wait_for(ready, 30, "the sidecar's /ready to answer 200", interval=0.01)
         log("sidecar pid %d on port %d, ready" % (self.side.pid, self.port))
@@ -647,12 +661,7 @@ def phase_startup(stack, args, R):
             if not head.startswith(b"HTTP/1.1 "):
                 raise RuntimeError("bad /health answer %r" % head)
         finally:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+            stop_process(p)
         t_conn.append((tc - t0) * 1e3)
         t_health.append((th - t0) * 1e3)
     # The floor: fork+exec+exit of /bin/true from this same Python.
@@ -681,22 +690,12 @@ def phase_idle_notrim(stack, args, R):
         def ready():
             if p.poll() is not None:
                 raise RuntimeError("the IDLE_TRIM_S=0 sidecar exited %s" % p.returncode)
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    return s.recv(64).startswith(b"HTTP/1.1 200")
-            except OSError:
-                return False
+            return ready_200(port)
         wait_for(ready, 30, "the IDLE_TRIM_S=0 sidecar's /ready", interval=0.01)
         R["rss_idle_notrim"] = rss_detail(p.pid)
         R["rss_idle_notrim"]["trims"] = metric(port, "comfy_sidecar_memory_trims_total")
     finally:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+        stop_process(p)
     log("idle RSS without the trim %.1f MB" % (R["rss_idle_notrim"]["rss_kb"] / 1024))
 
 
