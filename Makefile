@@ -40,7 +40,7 @@ UNITSRC := test/unit/unit_main.c test/unit/test_config.c test/unit/test_b64.c \
 
 BUILD   ?= build/release
 OBJ     := $(SRC:%.c=$(BUILD)/%.o)
-UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/utf8.c src/b64.c src/request.c src/template.c src/openapi.c src/comfy_msg.c src/convert.c src/mem.c)
+UNITOBJ := $(UNITSRC:%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,src/config.c src/log.c src/util.c src/utf8.c src/b64.c src/request.c src/template.c src/openapi.c src/comfy_msg.c src/convert.c src/mem.c src/metrics.c)
 
 ifeq ($(V),1)
 Q :=

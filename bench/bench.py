@@ -693,7 +693,6 @@ def phase_idle_notrim(stack, args, R):
             return ready_200(port)
         wait_for(ready, 30, "the IDLE_TRIM_S=0 sidecar's /ready", interval=0.01)
         R["rss_idle_notrim"] = rss_detail(p.pid)
-        R["rss_idle_notrim"]["trims"] = metric(port, "comfy_sidecar_memory_trims_total")
     finally:
         stop_process(p)
     log("idle RSS without the trim %.1f MB" % (R["rss_idle_notrim"]["rss_kb"] / 1024))
@@ -708,9 +707,8 @@ async def phase_after_trim(stack, args, R, cycles=3):
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
                                      timeout=aiohttp.ClientTimeout(total=120)) as s:
         for c in range(cycles):
-            n = metric(stack.port, "comfy_sidecar_memory_trims_total")
-            if c > 0:
-                wait_trim(stack, n)
+            if c > 0:  # the previous cycle's requests end an idle period
+                wait_trim(stack, metric(stack.port, "comfy_sidecar_memory_trims_total"))
             row = []
             for k in range(2):
                 f0 = minflt(pid)
@@ -821,12 +819,12 @@ def build_table(R):
     if C:
         rows.append(("CPU per 1024² request", fmt_ms(C["ticks_ms"]), "≤ 3 ms",
                      verdict(C["ticks_ms"] <= 3), "24 ms", ratio(C["ticks_ms"], 24, 24)))
-    if "rss_idle_kb" in R:
-        v = R["rss_idle_kb"] / 1024
+    if "rss_idle" in R:
+        v = R["rss_idle"]["rss_kb"] / 1024
         rows.append(("RSS idle (ready, before any job)", "%.1f MB" % v, "≤ 8 MB",
                      verdict(v <= 8), "150–210 MB", ratio(v, 150, 210)))
-    if "rss_idle_after_kb" in R:
-        v = R["rss_idle_after_kb"] / 1024
+    if "rss_idle_after" in R:
+        v = R["rss_idle_after"]["rss_kb"] / 1024
         rows.append(("RSS idle (after the latency runs, once idle %d s)" % round(
                          R.get("idle_trim_wait_s", 0)), "%.1f MB" % v, "≤ 8 MB",
                      verdict(v <= 8), "150–210 MB", ratio(v, 150, 210)))
@@ -1020,7 +1018,6 @@ async def amain(stack, args, R):
     await phase_latency(stack, args, R)
     # Idle: the sidecar gives memory back IDLE_TRIM_S (5 s) after its last job.
     R["idle_trim_wait_s"] = wait_trim(stack, trims)
-    R["rss_idle_after_kb"] = rss_kb(stack.side.pid)
     R["rss_idle_after"] = rss_detail(stack.side.pid)
     await phase_after_trim(stack, args, R)
     log("latency: added p50 %.2f p90 %.2f p99 %.2f ms" % (
@@ -1082,9 +1079,8 @@ def main():
         stack.start_emulator()
         stack.start_sidecar()
         # Idle after start: ready, websocket up, nothing asked yet.
-        R["rss_idle_kb"] = rss_kb(stack.side.pid)
         R["rss_idle"] = rss_detail(stack.side.pid)
-        log("idle RSS %.1f MB" % (R["rss_idle_kb"] / 1024))
+        log("idle RSS %.1f MB" % (R["rss_idle"]["rss_kb"] / 1024))
         phase_idle_notrim(stack, args, R)
         phase_startup(stack, args, R)
         phase_wrk(stack, args, R)

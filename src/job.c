@@ -1378,16 +1378,13 @@ static void
 on_idle(evutil_socket_t fd, short what, void *arg)
 {
     struct jobs *jobs = arg;
-    size_t bytes;
 
     (void)fd;
     (void)what;
     if (jobs->n > 0 || !jobs->trim_due)
         return;
     jobs->trim_due = 0;
-    bytes = mem_trim();
-    met_trim();
-    log_debug("idle: gave back free heap and %zu kB of library pages", bytes >> 10);
+    mem_trim("idle");
 }
 
 /* Time limits of jobs in flight: queue wait, execution, and silence. */

@@ -80,13 +80,8 @@ static void maybe_warmup(struct life *l);
 static void
 trim_at_ready(struct life *l)
 {
-    size_t bytes;
-
-    if (l->cfg->idle_trim_s <= 0)
-        return;
-    bytes = mem_trim();
-    met_trim();
-    log_debug("ready: gave back free heap and %zu kB of library pages", bytes >> 10);
+    if (l->cfg->idle_trim_s > 0)
+        mem_trim("ready");
 }
 
 static void

@@ -36,7 +36,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "mem.h"
+#include "metrics.h"
 
 /* GnuTLS calls this from its constructor; nonzero: do not initialise.
  * Nothing in the sidecar calls GnuTLS (see above). */
@@ -126,16 +128,17 @@ trim_object(struct dl_phdr_info *info, size_t size, void *arg)
 }
 
 size_t
-mem_trim(void)
+mem_trim(const char *why)
 {
     struct trim_state st;
 
     malloc_trim(0);
-    if (traced())
-        return 0;
     st.page = (uintptr_t)sysconf(_SC_PAGESIZE);
     st.vdso = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
     st.bytes = 0;
-    dl_iterate_phdr(trim_object, &st);
+    if (!traced())
+        dl_iterate_phdr(trim_object, &st);
+    met_trim();
+    log_debug("%s: gave back free heap and %zu kB of library pages", why, st.bytes >> 10);
     return st.bytes;
 }

@@ -120,11 +120,13 @@ def poll(cond, timeout, interval=0.02, what="condition"):
 # ---------------------------------------------------------------- HTTP ----
 
 class Response:
-    def __init__(self, status, headers, data):
+    """status, headers (names lower-cased), data, json, and elapsed: seconds
+    since t0 (time.monotonic()) when given."""
+    def __init__(self, status, headers, data, t0=None):
         self.status = status
-        self.headers = headers
+        self.headers = {k.lower(): v for k, v in headers}
         self.data = data
-        self.elapsed = None
+        self.elapsed = None if t0 is None else time.monotonic() - t0
         try:
             self.json = json.loads(data.decode("utf-8")) if data else None
         except (ValueError, UnicodeDecodeError):
@@ -150,11 +152,7 @@ def request(port, method, path, body=None, headers=None, timeout=60, raw=False):
     try:
         conn.request(method, path, body=body, headers=hdrs)
         resp = conn.getresponse()
-        data = resp.read()
-        r = Response(resp.status, resp.getheaders(), data)
-        r.headers = {k.lower(): v for k, v in resp.getheaders()}
-        r.elapsed = time.monotonic() - t0
-        return r
+        return Response(resp.status, resp.getheaders(), resp.read(), t0)
     finally:
         conn.close()
 
@@ -181,11 +179,7 @@ def post_large(port, path, body, timeout=30, chunk=65536):
                 break
         resp = http.client.HTTPResponse(sock)
         resp.begin()
-        data = resp.read()
-        out = Response(resp.status, resp.getheaders(), data)
-        out.headers = {k.lower(): v for k, v in resp.getheaders()}
-        out.elapsed = time.monotonic() - t0
-        return out
+        return Response(resp.status, resp.getheaders(), resp.read(), t0)
     finally:
         sock.close()
 
@@ -608,10 +602,17 @@ class SharedSidecarMixin:
         raise NotImplementedError
 
     @classmethod
+    def after_ready(cls):
+        """What the class records once the sidecar is first ready, before any
+        test (cls.ready_at_start holds that first /ready answer)."""
+
+    @classmethod
     def setUpClass(cls):
         cls.sc = cls.make_sidecar()
         try:
-            cls.sc.start_ready()
+            cls.sc.start()
+            cls.ready_at_start = cls.sc.wait_ready()
+            cls.after_ready()
         except BaseException:
             cls.sc.kill_all()
             raise

@@ -29,33 +29,18 @@ def is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-class ApiTests(SidecarTestCase):
+class ApiTests(harness.SharedSidecarMixin, SidecarTestCase):
 
     @classmethod
-    def setUpClass(cls):
+    def make_sidecar(cls):
         # READ_OUTPUT_DIR=false: these tests exercise /view (and its faults).
-        cls.sc = harness.Sidecar("api", emu_args=["--step-time", "0.01"],
-                                 env={"COMFY_TIMEOUT_S": "5", "READ_OUTPUT_DIR": "false"})
-        try:
-            cls.sc.start()
-            cls.ready_at_start = cls.sc.wait_ready()
-            cls.prompts_at_start = cls.sc.emu_prompts()
-            cls.state_at_start = cls.sc.emu_state()
-        except BaseException:
-            cls.sc.kill_all()
-            raise
+        return harness.Sidecar("api", emu_args=["--step-time", "0.01"],
+                               env={"COMFY_TIMEOUT_S": "5", "READ_OUTPUT_DIR": "false"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.sc.stop(expect_code=0)
-
-    def setUp(self):
-        self.sc.emu_reset()
-        self.sc.wait_ready()
-
-    def tearDown(self):
-        san = self.sc.sanitizer_report()
-        self.assertEqual(san, [], "sanitizer report in the sidecar log")
+    def after_ready(cls):
+        cls.prompts_at_start = cls.sc.emu_prompts()
+        cls.state_at_start = cls.sc.emu_state()
 
     # -- helpers ---------------------------------------------------------------
     def emu_record(self, prefix_input):

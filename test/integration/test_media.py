@@ -191,24 +191,27 @@ class MediaTestCase(SidecarTestCase):
 
 # ---------------------------------------------------------------------------------------------
 
-class MediaTests(MediaTestCase):
+class MediaTests(harness.SharedSidecarMixin, MediaTestCase):
     """One sidecar with ALLOW_PRIVATE_URLS=true (the download server is on loopback),
     MAX_INPUT_MB=1 and INPUT_DOWNLOAD_TIMEOUT_S=2."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.media = MediaServer().start()
-        cls.sc = harness.Sidecar("media", env={
+    def make_sidecar(cls):
+        sc = harness.Sidecar("media", env={
             "ALLOW_PRIVATE_URLS": "true", "MAX_INPUT_MB": "1", "INPUT_DOWNLOAD_TIMEOUT_S": "2",
             "MAX_BODY_SIZE_MB": "20", "WORKFLOW_DIR": WORKFLOW_DIR, "COMFY_TIMEOUT_S": "20"})
         # files a plain file name may refer to
         for rel, color in (("example.png", (200, 120, 40)), ("sub/x.png", (40, 120, 200))):
-            os.makedirs(os.path.dirname(cls.sc.dir + "/input/" + rel), exist_ok=True)
-            Image.new("RGB", (30, 20), color).save(os.path.join(cls.sc.dir, "input", rel))
+            os.makedirs(os.path.dirname(sc.dir + "/input/" + rel), exist_ok=True)
+            Image.new("RGB", (30, 20), color).save(os.path.join(sc.dir, "input", rel))
+        return sc
+
+    @classmethod
+    def setUpClass(cls):
+        cls.media = MediaServer().start()
         try:
-            cls.sc.start_ready()
+            super().setUpClass()
         except BaseException:
-            cls.sc.kill_all()
             cls.media.stop()
             raise
         cls.img = test_image(96, 64)
@@ -218,14 +221,7 @@ class MediaTests(MediaTestCase):
     @classmethod
     def tearDownClass(cls):
         cls.media.stop()
-        cls.sc.stop(expect_code=0)
-
-    def setUp(self):
-        self.sc.emu_reset()
-        self.sc.wait_ready()
-
-    def tearDown(self):
-        self.assertEqual(self.sc.sanitizer_report(), [], "sanitizer report in the sidecar log")
+        super().tearDownClass()
 
     # -- accepted inputs ----------------------------------------------------------------
     def test_base64_png_and_jpeg(self):
@@ -804,20 +800,22 @@ class MediaTests(MediaTestCase):
                 self.assertEqual(v, [], k)
 
 
-class ForgeryTests(MediaTestCase):
+class ForgeryTests(harness.SharedSidecarMixin, MediaTestCase):
     """ALLOW_PRIVATE_URLS=false: every loopback/private/link-local target is refused before
     any connection (the media servers on 127.0.0.1 and ::1 must see nothing)."""
+
+    @classmethod
+    def make_sidecar(cls):
+        return harness.Sidecar("forgery", env={"ALLOW_PRIVATE_URLS": "false",
+                                               "INPUT_DOWNLOAD_TIMEOUT_S": "2"})
 
     @classmethod
     def setUpClass(cls):
         cls.media = MediaServer("127.0.0.1").start()
         cls.media6 = MediaServer("::1").start()
-        cls.sc = harness.Sidecar("forgery", env={"ALLOW_PRIVATE_URLS": "false",
-                                                 "INPUT_DOWNLOAD_TIMEOUT_S": "2"})
         try:
-            cls.sc.start_ready()
+            super().setUpClass()
         except BaseException:
-            cls.sc.kill_all()
             cls.media.stop()
             cls.media6.stop()
             raise
@@ -829,14 +827,7 @@ class ForgeryTests(MediaTestCase):
     def tearDownClass(cls):
         cls.media.stop()
         cls.media6.stop()
-        cls.sc.stop(expect_code=0)
-
-    def setUp(self):
-        self.sc.emu_reset()
-        self.sc.wait_ready()
-
-    def tearDown(self):
-        self.assertEqual(self.sc.sanitizer_report(), [], "sanitizer report in the sidecar log")
+        super().tearDownClass()
 
     def test_private_targets_refused(self):
         p, p6 = self.media.port, self.media6.port

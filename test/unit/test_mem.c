@@ -41,7 +41,7 @@ test_trim_keeps_working(void)
 
     snprintf(written, sizeof(written), "written %d", 42);
     before = status_kb("RssFile");
-    dropped = mem_trim();
+    dropped = mem_trim("unit test");
     after = status_kb("RssFile");
     /* libcurl's and libwebsockets' libraries alone map several MB of code. */
     CHECK(dropped > (1u << 20));
@@ -60,7 +60,7 @@ test_trim_keeps_working(void)
     s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     CHECK_STR(s, "{\"a\":\"Zm9v\",\"b\":7}");
     /* A second trim right away finds the pages mapped again by the above. */
-    CHECK(mem_trim() > 0);
+    CHECK(mem_trim("unit test again") > 0);
     CHECK_STR(written, "written 42");
 end:
     free(s);
