@@ -473,6 +473,20 @@ def types_compatible(received, expected):
     return bool(r & e)
 
 
+def input_error(kind, message, details, name, **extra_info):
+    """One entry of a node's "errors" in ComfyUI's validation answer; extra_info
+    keys keep the order given, after input_name, as ComfyUI writes them."""
+    return {"type": kind, "message": message, "details": details,
+            "extra_info": dict({"input_name": name}, **extra_info)}
+
+
+def conversion_error(name, info, val, ex):
+    return input_error("invalid_input_type",
+                       "Failed to convert an input value to a %s value" % info[0],
+                       "%s, %s, %s" % (name, val, ex), name, input_config=info,
+                       received_value=val, exception_message=str(ex))
+
+
 class Validator:
     def __init__(self, emu, prompt):
         self.emu = emu
@@ -499,19 +513,16 @@ class Validator:
             info = [input_type, opts]
             if x not in inputs:
                 if category == "required":
-                    errors.append({"type": "required_input_missing",
-                                   "message": "Required input is missing",
-                                   "details": x, "extra_info": {"input_name": x}})
+                    errors.append(input_error("required_input_missing",
+                                              "Required input is missing", x, x))
                 continue
             val = inputs[x]
             if isinstance(val, list):
                 if len(val) != 2:
-                    errors.append({"type": "bad_linked_input",
-                                   "message": "Bad linked input, must be a length-2 list of "
-                                              "[node_id, slot_index]",
-                                   "details": x,
-                                   "extra_info": {"input_name": x, "input_config": info,
-                                                  "received_value": val}})
+                    errors.append(input_error(
+                        "bad_linked_input",
+                        "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                        x, x, input_config=info, received_value=val))
                     continue
                 src = val[0]
                 # A link to a missing node or slot raises, as in ComfyUI (caught by the caller).
@@ -519,13 +530,10 @@ class Validator:
                 received = NODE_DEFS[src_class].outputs[val[1]]
                 expected = "COMBO" if isinstance(input_type, list) else input_type
                 if not types_compatible(received, expected):
-                    errors.append({"type": "return_type_mismatch",
-                                   "message": "Return type mismatch between linked nodes",
-                                   "details": "%s, received_type(%s) mismatch input_type(%s)"
-                                              % (x, received, expected),
-                                   "extra_info": {"input_name": x, "input_config": info,
-                                                  "received_type": received,
-                                                  "linked_node": val}})
+                    errors.append(input_error(
+                        "return_type_mismatch", "Return type mismatch between linked nodes",
+                        "%s, received_type(%s) mismatch input_type(%s)" % (x, received, expected),
+                        x, input_config=info, received_type=received, linked_node=val))
                     continue
                 try:
                     r = self.validate_node(src)
@@ -562,42 +570,26 @@ class Validator:
                         val = bool(val)
                         inputs[x] = val
                 except Exception as ex:  # noqa: BLE001
-                    errors.append({"type": "invalid_input_type",
-                                   "message": "Failed to convert an input value to a %s value"
-                                              % input_type,
-                                   "details": "%s, %s, %s" % (x, val, ex),
-                                   "extra_info": {"input_name": x, "input_config": info,
-                                                  "received_value": val,
-                                                  "exception_message": str(ex)}})
+                    errors.append(conversion_error(x, info, val, ex))
                     continue
                 if x in ndef.validate_inputs:
                     custom.append((x, val))
                     continue
                 try:
                     if "min" in opts and val < opts["min"]:
-                        errors.append({"type": "value_smaller_than_min",
-                                       "message": "Value %s smaller than min of %s"
-                                                  % (val, opts["min"]),
-                                       "details": x,
-                                       "extra_info": {"input_name": x, "input_config": info,
-                                                      "received_value": val}})
+                        errors.append(input_error(
+                            "value_smaller_than_min",
+                            "Value %s smaller than min of %s" % (val, opts["min"]),
+                            x, x, input_config=info, received_value=val))
                         continue
                     if "max" in opts and val > opts["max"]:
-                        errors.append({"type": "value_bigger_than_max",
-                                       "message": "Value %s bigger than max of %s"
-                                                  % (val, opts["max"]),
-                                       "details": x,
-                                       "extra_info": {"input_name": x, "input_config": info,
-                                                      "received_value": val}})
+                        errors.append(input_error(
+                            "value_bigger_than_max",
+                            "Value %s bigger than max of %s" % (val, opts["max"]),
+                            x, x, input_config=info, received_value=val))
                         continue
                 except TypeError as ex:
-                    errors.append({"type": "invalid_input_type",
-                                   "message": "Failed to convert an input value to a %s value"
-                                              % input_type,
-                                   "details": "%s, %s, %s" % (x, val, ex),
-                                   "extra_info": {"input_name": x, "input_config": info,
-                                                  "received_value": val,
-                                                  "exception_message": str(ex)}})
+                    errors.append(conversion_error(x, info, val, ex))
                     continue
                 if isinstance(input_type, list):
                     try:
@@ -611,20 +603,18 @@ class Validator:
                             config = None
                         else:
                             list_info = str(input_type)
-                        errors.append({"type": "value_not_in_list",
-                                       "message": "Value not in list",
-                                       "details": "%s: '%s' not in %s" % (x, val, list_info),
-                                       "extra_info": {"input_name": x, "input_config": config,
-                                                      "received_value": val}})
+                        errors.append(input_error(
+                            "value_not_in_list", "Value not in list",
+                            "%s: '%s' not in %s" % (x, val, list_info),
+                            x, input_config=config, received_value=val))
                         continue
         for x, val in custom:
             # LoadImage's own check: the file must exist (annotations and subfolders allowed)
             ok = isinstance(val, str) and self.emu.annotated_exists(val)
             if not ok:
-                errors.append({"type": "custom_validation_failed",
-                               "message": "Custom validation failed for node",
-                               "details": "%s - Invalid image file: %s" % (x, val),
-                               "extra_info": {"input_name": x}})
+                errors.append(input_error(
+                    "custom_validation_failed", "Custom validation failed for node",
+                    "%s - Invalid image file: %s" % (x, val), x))
         if errors or valid is not True:
             ret = (False, errors, nid)
         else:

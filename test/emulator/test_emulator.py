@@ -117,6 +117,14 @@ def normalize_history(h):
     return h
 
 
+def empty_image(w=8, h=8, prefix="t", color=0):
+    """EmptyImage -> SaveImage."""
+    return {"1": {"class_type": "EmptyImage",
+                  "inputs": {"width": w, "height": h, "batch_size": 1, "color": color}},
+            "2": {"class_type": "SaveImage",
+                  "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
+
+
 class Emu:
     """One emulator process on a free port with its own directories."""
 
@@ -190,6 +198,12 @@ class Emu:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
+
+    def submit(self, prompt, **extra):
+        """POST /prompt {"prompt": prompt, **extra}: (status, headers, body)."""
+        body = {"prompt": prompt}
+        body.update(extra)
+        return self.request("POST", "/prompt", body)
 
     def json(self, method, path, body=None, expect=200, **kw):
         st, _, data = self.request(method, path, body, **kw)
@@ -320,16 +334,23 @@ def png_text(data):
 # ================================================================================================
 
 
-class TranscriptTests(unittest.TestCase):
-    """Message sequences against the real captures (one emulator for the class)."""
+class EmuCase(unittest.TestCase):
+    """One emulator for the class, started with emu_args (and checkpoints)."""
+    emu_args = ()
+    checkpoints = None
 
     @classmethod
     def setUpClass(cls):
-        cls.emu = Emu(checkpoints=TINY)
+        cls.emu = Emu(*cls.emu_args, checkpoints=cls.checkpoints)
 
     @classmethod
     def tearDownClass(cls):
         cls.emu.stop()
+
+
+class TranscriptTests(EmuCase):
+    """Message sequences against the real captures (one emulator for the class)."""
+    checkpoints = TINY
 
     def assertSequence(self, got, transcript):
         want = [norm(m) for m in load_transcript(transcript)]
@@ -573,26 +594,7 @@ class InterruptAndPreviewTests(unittest.TestCase):
             self.assertEqual(Image.open(io.BytesIO(frame[8:])).format, "JPEG")
 
 
-class HttpTests(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.emu = Emu()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.stop()
-
-    def submit(self, prompt, **extra):
-        body = {"prompt": prompt}
-        body.update(extra)
-        return self.emu.request("POST", "/prompt", body)
-
-    def empty_image(self, w=8, h=8, prefix="t", color=0):
-        return {"1": {"class_type": "EmptyImage",
-                      "inputs": {"width": w, "height": h, "batch_size": 1, "color": color}},
-                "2": {"class_type": "SaveImage",
-                      "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
+class HttpTests(EmuCase):
 
     def test_api_prefix_and_basic_routes(self):
         e = self.emu
@@ -641,15 +643,15 @@ class HttpTests(unittest.TestCase):
         st, _, body = e.request("POST", "/prompt", {})
         self.assertEqual(st, 400)
         self.assertEqual(json.loads(body)["error"]["type"], "no_prompt")
-        st, _, b1 = self.submit(self.empty_image(), prompt_id="mine-1")
+        st, _, b1 = self.emu.submit(empty_image(), prompt_id="mine-1")
         self.assertEqual(st, 200)
         j1 = json.loads(b1)
         self.assertEqual(j1["prompt_id"], "mine-1")
         self.assertEqual(j1["node_errors"], {})
         self.assertIsInstance(j1["number"], int)
-        bad = self.empty_image()
+        bad = empty_image()
         bad["1"]["inputs"]["width"] = 0
-        st, _, b2 = self.submit(bad)
+        st, _, b2 = self.emu.submit(bad)
         self.assertEqual(st, 400)
         j2 = json.loads(b2)
         self.assertEqual(j2["error"]["type"], "prompt_outputs_failed_validation")
@@ -658,45 +660,45 @@ class HttpTests(unittest.TestCase):
         self.assertEqual(err["errors"][0]["type"], "value_smaller_than_min")
         self.assertEqual(err["errors"][0]["message"], "Value 0 smaller than min of 1")
         self.assertEqual(err["dependent_outputs"], ["2"])
-        st, _, b3 = self.submit(self.empty_image())
+        st, _, b3 = self.emu.submit(empty_image())
         self.assertEqual(json.loads(b3)["number"], j1["number"] + 2, "counter not consumed")
-        st, _, b4 = self.submit(self.empty_image(color=5), number=7)
+        st, _, b4 = self.emu.submit(empty_image(color=5), number=7)
         self.assertEqual(json.loads(b4)["number"], 7.0)
         self.assertIsInstance(json.loads(b4)["number"], float)
         e.wait_idle()
         # unknown class, missing class_type, no outputs, missing input, wrong link, bad link
-        g = self.empty_image()
+        g = empty_image()
         g["3"] = {"class_type": "Nope", "inputs": {}}
-        j = json.loads(self.submit(g)[2])
+        j = json.loads(self.emu.submit(g)[2])
         self.assertEqual(j, {"error": {"type": "invalid_prompt", "message":
                                        "Cannot execute because node Nope does not exist.",
                                        "details": "Node ID '#3'", "extra_info": {}},
                              "node_errors": {}})
-        g = self.empty_image()
+        g = empty_image()
         del g["1"]["class_type"]
-        self.assertEqual(json.loads(self.submit(g)[2])["error"]["message"],
+        self.assertEqual(json.loads(self.emu.submit(g)[2])["error"]["message"],
                          "Cannot execute because a node is missing the class_type property.")
-        g = self.empty_image()
+        g = empty_image()
         del g["2"]
-        self.assertEqual(json.loads(self.submit(g)[2])["error"],
+        self.assertEqual(json.loads(self.emu.submit(g)[2])["error"],
                          {"type": "prompt_no_outputs", "message": "Prompt has no outputs",
                           "details": "", "extra_info": {}})
-        g = self.empty_image()
+        g = empty_image()
         del g["2"]["inputs"]["images"]
-        j = json.loads(self.submit(g)[2])
+        j = json.loads(self.emu.submit(g)[2])
         self.assertEqual(j["error"]["details"], "Required input is missing: images")
         self.assertEqual(j["node_errors"]["2"]["errors"][0]["type"], "required_input_missing")
-        g = self.empty_image()
+        g = empty_image()
         g["4"] = {"class_type": "EmptyLatentImage",
                   "inputs": {"width": 64, "height": 64, "batch_size": 1}}
         g["2"]["inputs"]["images"] = ["4", 0]
-        j = json.loads(self.submit(g)[2])
+        j = json.loads(self.emu.submit(g)[2])
         self.assertEqual(j["node_errors"]["2"]["errors"][0]["type"], "return_type_mismatch")
         self.assertEqual(j["node_errors"]["2"]["errors"][0]["details"],
                          "images, received_type(LATENT) mismatch input_type(IMAGE)")
-        g = self.empty_image()
+        g = empty_image()
         g["2"]["inputs"]["images"] = ["99", 0]
-        st, _, b = self.submit(g)
+        st, _, b = self.emu.submit(g)
         j = json.loads(b)
         self.assertEqual(st, 400)
         self.assertEqual(j["node_errors"]["2"]["errors"][0]["type"],
@@ -712,17 +714,17 @@ class HttpTests(unittest.TestCase):
                  "latent_image": ["5", 0]}},
              "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
              "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}}
-        j = json.loads(self.submit(g)[2])
+        j = json.loads(self.emu.submit(g)[2])
         err = j["node_errors"]["3"]["errors"][0]
         self.assertEqual(err["type"], "value_not_in_list")
         self.assertIsNone(err["extra_info"]["input_config"])   # more than 20 choices
         self.assertIn("(list of length", err["details"])
         g["3"]["inputs"]["sampler_name"] = "euler"
         g["3"]["inputs"]["steps"] = 20000
-        j = json.loads(self.submit(g)[2])
+        j = json.loads(self.emu.submit(g)[2])
         self.assertEqual(j["node_errors"]["3"]["errors"][0]["type"], "value_bigger_than_max")
         g["3"]["inputs"]["steps"] = 2
-        st, _, b = self.submit(g)
+        st, _, b = self.emu.submit(g)
         self.assertEqual(st, 200, b)
         pid = json.loads(b)["prompt_id"]
         h = e.wait_history(pid)
@@ -741,7 +743,7 @@ class HttpTests(unittest.TestCase):
         e.json("POST", "/history", {"clear": True})
         pids = []
         for i in range(3):
-            st, _, b = self.submit(self.empty_image(color=100 + i, prefix="hq"))
+            st, _, b = self.emu.submit(empty_image(color=100 + i, prefix="hq"))
             pids.append(json.loads(b)["prompt_id"])
         e.wait_idle()
         self.assertEqual(list(e.json("GET", "/history")), pids)
@@ -753,9 +755,9 @@ class HttpTests(unittest.TestCase):
         self.assertEqual(list(e.json("GET", "/api/history")), pids[1:])
         # queue: pending items are 5-element lists; delete and clear
         e.json("POST", "/__emulator/fault", {"mode": "hang", "times": 1})
-        st, _, b = self.submit(self.empty_image(color=1, prefix="q"))
+        st, _, b = self.emu.submit(empty_image(color=1, prefix="q"))
         hung = json.loads(b)["prompt_id"]
-        more = [json.loads(self.submit(self.empty_image(color=2 + i, prefix="q"))[2])
+        more = [json.loads(self.emu.submit(empty_image(color=2 + i, prefix="q"))[2])
                 ["prompt_id"] for i in range(3)]
         q = e.json("GET", "/queue")
         self.assertEqual(len(q["queue_running"]), 1)
@@ -840,19 +842,19 @@ class HttpTests(unittest.TestCase):
         img.save(buf, "PNG")
         e.upload("li.png", buf.getvalue(), subfolder="sf")
         e.upload("lo.png", buf.getvalue(), type="output")
-        li = self.empty_image()
+        li = empty_image()
         li["1"] = {"class_type": "LoadImage", "inputs": {"image": "sf/li.png"}}
-        st, _, body = self.submit(li)
+        st, _, body = self.emu.submit(li)
         self.assertEqual(st, 200, body)
         li["1"]["inputs"]["image"] = "lo.png [output]"
-        st, _, body = self.submit(li)
+        st, _, body = self.emu.submit(li)
         self.assertEqual(st, 200, body)
         h = e.wait_history(json.loads(body)["prompt_id"])
         img = h["outputs"]["2"]["images"][0]
         data = e.request("GET", "/view?" + urllib.parse.urlencode(img))[2]
         self.assertEqual(Image.open(io.BytesIO(data)).size, (24, 16))
         li["1"]["inputs"]["image"] = "missing.png"
-        st, _, body = self.submit(li)
+        st, _, body = self.emu.submit(li)
         self.assertEqual(st, 400)
         err = json.loads(body)["node_errors"]["1"]["errors"][0]
         self.assertEqual(err["type"], "custom_validation_failed")
@@ -862,8 +864,8 @@ class HttpTests(unittest.TestCase):
 
     def test_save_image_naming_and_metadata(self):
         e = self.emu
-        g = self.empty_image(1024, 1024, prefix="big/%width%x%height%", color=0x123456)
-        st, _, body = self.submit(g, extra_data={"extra_pnginfo": {"sidecar": {"job": "J1"}}})
+        g = empty_image(1024, 1024, prefix="big/%width%x%height%", color=0x123456)
+        st, _, body = self.emu.submit(g, extra_data={"extra_pnginfo": {"sidecar": {"job": "J1"}}})
         self.assertEqual(st, 200, body)
         h = e.wait_history(json.loads(body)["prompt_id"])
         img = h["outputs"]["2"]["images"][0]
@@ -882,7 +884,7 @@ class HttpTests(unittest.TestCase):
         # the counter continues from the files on disk
         open(os.path.join(e.out, "big", "1024x1024_00041_.png"), "wb").close()
         g["1"]["inputs"]["color"] = 1
-        h = e.wait_history(json.loads(self.submit(g)[2])["prompt_id"])
+        h = e.wait_history(json.loads(self.emu.submit(g)[2])["prompt_id"])
         self.assertEqual(h["outputs"]["2"]["images"][0]["filename"], "1024x1024_00042_.png")
         # batch of 2 from a VAEDecode, ImageScale and VAEEncode chain
         g = {"4": {"class_type": "CheckpointLoaderSimple",
@@ -908,7 +910,7 @@ class HttpTests(unittest.TestCase):
                                                           "vae": ["4", 2]}},
              "9": {"class_type": "SaveImage", "inputs": {"images": ["12", 0],
                                                          "filename_prefix": "chain"}}}
-        st, _, body = self.submit(g, client_id="nobody-listens")
+        st, _, body = self.emu.submit(g, client_id="nobody-listens")
         self.assertEqual(st, 200, body)
         h = e.wait_history(json.loads(body)["prompt_id"])
         names = [i["filename"] for i in h["outputs"]["9"]["images"]]
@@ -920,15 +922,9 @@ class HttpTests(unittest.TestCase):
         self.assertEqual(sizes, [(40, 24), (40, 24)])
 
 
-class FaultTests(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.emu = Emu("--step-time", "0.01", checkpoints=TINY)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.stop()
+class FaultTests(EmuCase):
+    emu_args = ("--step-time", "0.01")
+    checkpoints = TINY
 
     def setUp(self):
         self.emu.json("POST", "/__emulator/reset", {})
@@ -1150,31 +1146,19 @@ class FaultTests(unittest.TestCase):
         self.assertEqual(e.json("GET", "/__emulator/state")["completed"], 1)
 
 
-class BehaviourTests(unittest.TestCase):
+class BehaviourTests(EmuCase):
     """Queue order, reconnects, flags and smaller routes."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.emu = Emu("--step-time", "0.01")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.stop()
+    emu_args = ("--step-time", "0.01")
 
     def setUp(self):
         self.emu.json("POST", "/__emulator/reset", {})
         self.emu.wait_idle()
 
     def img(self, color, prefix="o"):
-        return {"1": {"class_type": "EmptyImage",
-                      "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}},
-                "2": {"class_type": "SaveImage",
-                      "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
+        return empty_image(color=color, prefix=prefix)
 
     def post(self, prompt, **extra):
-        body = {"prompt": prompt}
-        body.update(extra)
-        st, _, b = self.emu.request("POST", "/prompt", body)
+        st, _, b = self.emu.submit(prompt, **extra)
         self.assertEqual(st, 200, b)
         return json.loads(b)
 
@@ -1395,22 +1379,12 @@ class NoiseModeTests(unittest.TestCase):
 
 
 
-class MediaNodeTests(unittest.TestCase):
+class MediaNodeTests(EmuCase):
     """Loaders and save nodes whose outputs are not plain PNG images (issue 8), and the
     upload form fields the request log records."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.emu = Emu()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.stop()
-
     def run_graph(self, g, **extra):
-        body = {"prompt": g}
-        body.update(extra)
-        st, _, data = self.emu.request("POST", "/prompt", body)
+        st, _, data = self.emu.submit(g, **extra)
         self.assertEqual(st, 200, data)
         h = self.emu.wait_history(json.loads(data)["prompt_id"])
         self.assertEqual(h["status"]["status_str"], "success", h["status"])
