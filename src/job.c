@@ -113,8 +113,7 @@ struct jobs {
     struct fetch *fetches;
     struct conv *conv;
     int local_outputs; /* OUTPUT_DIR is ComfyUI's output folder, here */
-    int trim_due;      /* jobs ended since memory was last given back */
-    struct event *idle; /* IDLE_TRIM_S after the last job ended */
+    struct event *idle; /* armed when the last job in flight ends */
     /* Prompts cancelled while queued: if ComfyUI's worker took one anyway
      * (it raced our /queue delete), it is interrupted when it starts. */
     char cancelled_pids[16][64];
@@ -473,7 +472,6 @@ job_finish(struct job *job, int status, json_t *error)
     json_decref(job->prompt);
     job->prompt = NULL;
     res->prompt = NULL;
-    jobs->trim_due = 1;
     if (jobs->n == 0 && jobs->cfg->idle_trim_s > 0) {
         struct timeval tv = {jobs->cfg->idle_trim_s, 0};
 
@@ -1381,10 +1379,8 @@ on_idle(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (jobs->n > 0 || !jobs->trim_due)
-        return;
-    jobs->trim_due = 0;
-    mem_trim("idle");
+    if (jobs->n == 0) /* else a job started since: its end re-arms us */
+        mem_trim("idle");
 }
 
 /* Time limits of jobs in flight: queue wait, execution, and silence. */
